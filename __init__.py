@@ -1,0 +1,26 @@
+"""FaceCLIP-SDXL for ComfyUI: identity-preserving portraits from a few ordinary photos.
+
+ComfyUI entry point, V3 node API. Importing this module loads no optional dependency (insightface,
+onnxruntime): those are imported by the nodes that use them, when they run, so a broken install shows up as a
+clear node error instead of turning the whole pack into "IMPORT FAILED".
+"""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from .nodes import NODES, register_model_folders
+
+
+class FaceCLIPExtension(ComfyExtension):
+    @override
+    async def on_load(self) -> None:
+        register_model_folders()
+
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> FaceCLIPExtension:
+    return FaceCLIPExtension()

@@ -1,0 +1,5 @@
+import sys
+
+from .portrait import main
+
+sys.exit(main())

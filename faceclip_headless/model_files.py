@@ -1,0 +1,116 @@
+"""The model files the main job needs, where ComfyUI looks for them, and a report of what is missing.
+
+Reads ComfyUI's folder layout from disk (models/<folder> plus extra_model_paths.yaml) so the check runs before
+any server starts.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# extra_model_paths.yaml keys that ComfyUI maps onto a current folder name
+_LEGACY_KEYS = {"unet": "diffusion_models", "clip": "text_encoders"}
+
+
+@dataclass(frozen=True)
+class RequiredModel:
+    folder: str  # ComfyUI model folder name (models/<folder>, or the same key in extra_model_paths.yaml)
+    name: str  # file (or pack folder) name the shipped workflows use
+    what: str
+    source: str  # where to get it, and how to prepare it
+    present: Callable[[Path], bool] = Path.is_file  # checks <folder path>/<name>
+
+
+def _has_detector(pack: Path) -> bool:
+    # A model pack is usable when it holds a detection model, possibly one folder deeper (the zip's own folder).
+    return any(p.suffix == ".onnx" for d in (pack, pack / pack.name) if d.is_dir() for p in d.iterdir())
+
+
+FACECLIP_HF = "https://huggingface.co/ByteDance/FaceCLIP (licence CC-BY-NC-4.0: non-commercial use only)"
+
+MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
+    RequiredModel(
+        "faceclip", "faceclip_sdxl_encoder.safetensors", "FaceCLIP-SDXL joint face+text encoder",
+        f"download model/face_clip_encoder.pt from {FACECLIP_HF}, then convert it: python -m faceclip_core.convert "
+        "face_clip_encoder.pt <ComfyUI>/models/faceclip/faceclip_sdxl_encoder.safetensors --dtype bf16"),
+    RequiredModel(
+        "diffusion_models", "faceclip_sdxl_unet.safetensors", "FaceCLIP's fine-tuned SDXL UNet",
+        f"download model/unet.pt from {FACECLIP_HF}, then convert it: python -m faceclip_core.convert unet.pt "
+        "<ComfyUI>/models/diffusion_models/faceclip_sdxl_unet.safetensors --dtype bf16"),
+    RequiredModel(
+        "vae", "sdxl_vae.safetensors", "the stock SDXL VAE",
+        "https://huggingface.co/stabilityai/sdxl-vae (file sdxl_vae.safetensors)"),
+    RequiredModel(
+        "insightface", "antelopev2", "insightface face-detection model pack (a folder of .onnx files)",
+        "insightface's antelopev2 pack (non-commercial research licence), unzipped so that "
+        "<ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx exists", present=_has_detector),
+)
+
+
+def read_extra_model_paths(yaml_path: Path) -> dict[str, list[Path]]:
+    """Folder name -> paths, the way ComfyUI reads extra_model_paths.yaml (base_path joins relative entries)."""
+    import yaml  # ComfyUI's own dependency; only needed when such a file exists
+
+    config = yaml.safe_load(yaml_path.read_text()) or {}
+    folders: dict[str, list[Path]] = {}
+    for section in config.values():
+        if not isinstance(section, dict):
+            continue
+        base = Path(section.get("base_path", yaml_path.parent)).expanduser()
+        if not base.is_absolute():
+            base = yaml_path.parent / base
+        for key, value in section.items():
+            if key in ("base_path", "is_default") or not isinstance(value, str):
+                continue
+            for line in value.splitlines():
+                if line.strip():
+                    path = Path(line.strip()).expanduser()
+                    folders.setdefault(_LEGACY_KEYS.get(key, key), []).append(path if path.is_absolute()
+                                                                               else base / path)
+    return folders
+
+
+def model_folders(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> dict[str, list[Path]]:
+    """Every folder ComfyUI would search, by folder name: models/<name> first, then extra_model_paths entries."""
+    folders: dict[str, list[Path]] = {}
+    for m in MAIN_JOB_MODELS:
+        folders.setdefault(m.folder, []).append(comfyui_dir / "models" / m.folder)
+    yamls = [comfyui_dir / "extra_model_paths.yaml", *extra_yaml]
+    for y in yamls:
+        if y.is_file():
+            for name, paths in read_extra_model_paths(y).items():
+                folders.setdefault(name, []).extend(paths)
+    return folders
+
+
+@dataclass(frozen=True)
+class MissingModel:
+    model: RequiredModel
+    searched: tuple[Path, ...]
+
+
+def find_missing(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> list[MissingModel]:
+    folders = model_folders(comfyui_dir, extra_yaml)
+    missing = []
+    for m in MAIN_JOB_MODELS:
+        searched = tuple(folders.get(m.folder, []))
+        if not any(m.present(folder / m.name) for folder in searched):
+            missing.append(MissingModel(m, searched))
+    return missing
+
+
+def describe_missing(missing: list[MissingModel]) -> str:
+    lines = [f"{len(missing)} model file(s) missing; nothing was run:"]
+    for item in missing:
+        m = item.model
+        lines += [f"- {m.name} ({m.what})",
+                  f"    get it: {m.source}",
+                  f"    put it in: {item.searched[0] / m.name}",
+                  "    (searched: " + ", ".join(str(p) for p in item.searched) + ")"]
+    lines.append("Other folders can be added under the keys faceclip, diffusion_models, vae and insightface "
+                 "of ComfyUI's extra_model_paths.yaml.")
+    return "\n".join(lines)
