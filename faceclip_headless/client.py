@@ -68,6 +68,9 @@ class ComfyClient:
     def get_json(self, path: str) -> Any:
         return asyncio.run(self._request("GET", path))
 
+    def get_bytes(self, path: str) -> bytes:
+        return asyncio.run(self._request("GET", path, raw=True))
+
     def post_json(self, path: str, body: dict) -> Any:
         return asyncio.run(self._request("POST", path, json_body=body))
 

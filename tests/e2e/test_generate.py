@@ -33,6 +33,9 @@ def test_object_info_lists_every_node_of_the_pack(client):
     info = client.object_info()
     ours = {name for name, schema in info.items() if "comfyui-faceclip" in schema.get("python_module", "")}
     assert ours == PACK_NODES
+    for node_id in ours:  # every node has a help page, served by ComfyUI from the pack's web/docs
+        page = client.get_bytes(f"/extensions/comfyui-faceclip/docs/{node_id}.md").decode()
+        assert page.startswith("# ") and len(page) > 200, node_id
     loader = info["FaceCLIPLoader"]["input"]["required"]
     assert TINY_FACECLIP in loader["encoder_name"][1]["options"]  # the registered faceclip folder is listed
 
