@@ -11,7 +11,36 @@ from typing import Any
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     # encoder (issue 3)
+    "load_encoder": ".loader",
+    "FaceCLIPEncoder": ".encoder",
+    "tokenize": ".tokenizer",
+    "FaceCLIPError": ".errors",
+    "FaceCLIPWeightsError": ".errors",
+    "FaceCLIPStateDictError": ".errors",
+    "FaceCLIPInputError": ".errors",
     # faces (issue 4)
+    "align_face": ".faces",
+    "detect_faces": ".faces",
+    "prepare_faces": ".faces",
+    "load_face_detector": ".faces",
+    "load_face_recognizer": ".faces",
+    "list_model_packs": ".faces",
+    "find_model_pack": ".faces",
+    "annotate_faces": ".faces",
+    "face_thumbnails": ".faces",
+    "cosine_similarity": ".faces",
+    "PreparedFaces": ".faces",
+    "PreparedImage": ".faces",
+    "PrepareConfig": ".faces",
+    "FaceSelection": ".faces",
+    "DetectionConfig": ".faces",
+    "DetectedFace": ".faces",
+    "FaceDetector": ".faces",
+    "FaceRecognizer": ".faces",
+    "FaceError": ".faces",
+    "NoFaceError": ".faces",
+    "FaceModelError": ".faces",
+    "FaceInputError": ".faces",
 }
 
 __all__ = sorted(_EXPORTS)

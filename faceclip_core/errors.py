@@ -1,0 +1,43 @@
+"""Exceptions raised by the FaceCLIP encoder code.
+
+All derive from ``FaceCLIPError`` (itself a ``ValueError``) so that a caller such as a ComfyUI node can catch one
+type and show ``str(err)``, which always says what was wrong and what to do about it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FaceCLIPError(ValueError):
+    """Base class of every error raised for bad weights or bad inputs."""
+
+
+class FaceCLIPWeightsError(FaceCLIPError):
+    """A weights file could not be read: missing, truncated, corrupt, or a pickle that is not a plain state dict."""
+
+
+class FaceCLIPStateDictError(FaceCLIPError):
+    """A readable state dict that is not (or not entirely) a FaceCLIP-SDXL encoder."""
+
+    def __init__(
+        self,
+        message: str,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[str] = (),
+    ) -> None:
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
+        parts = [message]
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                            ("wrong shape", self.mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8])
+                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                parts.append(f"{len(keys)} {label} key(s): {shown}{more}")
+        super().__init__(". ".join(parts))
+
+
+class FaceCLIPInputError(FaceCLIPError):
+    """Bad arguments to ``encode``/``tokenize``: shapes, value ranges, batch sizes, prompt types."""

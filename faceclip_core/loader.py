@@ -1,0 +1,461 @@
+"""Reading FaceCLIP encoder weights and building the encoder around them.
+
+The architecture is inferred from the state dict (widths, depths, FFN sizes, layer counts), the model is built
+on the meta device (no random full-size weights are ever allocated) and the checkpoint tensors are assigned into
+it one by one, converted to the requested dtype as they are read, so peak memory stays near one copy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .encoder import BRANCHES, BranchConfig, EncoderConfig, FaceCLIPEncoder
+from .errors import FaceCLIPStateDictError, FaceCLIPWeightsError
+from .face_vit import FaceViTConfig
+from .fuser import FuserConfig
+from .text_tower import TextTowerConfig
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+# Official activation per branch: the G tower's open_clip config (ViT-bigG-14) has no quick_gelu flag.
+ACTIVATIONS = {"face_clip_l": "quick_gelu", "face_clip_g": "gelu"}
+# Keys that must exist for a state dict to be taken as a FaceCLIP encoder at all (checked before shapes).
+_SIGNATURE = ("token_embedding.weight", "positional_embedding", "face_encoder.pos_embed", "proj1.weight",
+              "fuser.encoder.fusion_layers.0.attn.v_proj.weight", "transformer.resblocks.0.attn.in_proj_weight")
+_PREFIXES = ("model.", "module.")
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+def _is_safetensors(path: Path) -> bool:
+    return path.suffix.lower() == ".safetensors"
+
+
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _corrupt(path: Path, why: str) -> FaceCLIPWeightsError:
+    return FaceCLIPWeightsError(f"cannot read {path.name} as safetensors ({why}); the file is truncated or corrupt: "
+                                "download or convert it again")
+
+
+def safetensors_index(path: Path) -> tuple[int, dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]]:
+    """Parse and check a .safetensors header: (data start, {name: (dtype, shape, begin, end)})."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise _corrupt(path, "no header")
+        n = struct.unpack("<Q", head)[0]
+        if n > min(size - 8, 512 * 2 ** 20):
+            raise _corrupt(path, f"header length {n} does not fit the file")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise _corrupt(path, f"header is not JSON: {err}") from err
+    if not isinstance(header, dict):
+        raise _corrupt(path, "header is not a JSON object")
+    start, data_size = 8 + n, size - 8 - n
+    index = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _ST_DTYPES[info["dtype"]]
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise _corrupt(path, f"bad entry for {name!r}") from err
+        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size or end - begin != nbytes:
+            raise _corrupt(path, f"tensor {name!r} lies outside the file or has the wrong size")
+        index[name] = (dtype, shape, begin, end)
+    return start, index
+
+
+def _alloc_weights(nbytes: int) -> torch.Tensor:
+    """One uint8 buffer for all weights. On Linux it is an anonymous mapping advised to use transparent huge
+    pages: first-touching 6 GB in 4 KiB pages costs ~1.5 M page faults (seconds); 2 MiB pages cut that 512-fold.
+    Falls back to an ordinary allocation elsewhere."""
+    try:
+        import mmap
+
+        arena = mmap.mmap(-1, max(nbytes, 1))
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            arena.madvise(mmap.MADV_HUGEPAGE)
+        return torch.frombuffer(arena, dtype=torch.uint8)  # the tensor keeps the mapping alive
+    except (ImportError, OSError, ValueError, AttributeError):
+        return torch.empty(max(nbytes, 1), dtype=torch.uint8)
+
+
+def _read_exact(fh: Any, out: torch.Tensor, path: Path, name: str) -> None:
+    buf = memoryview(out.numpy()).cast("B")
+    got = 0
+    while got < len(buf):
+        k = fh.readinto(buf[got:])
+        if not k:
+            raise _corrupt(path, f"unexpected end of file in {name!r}")
+        got += k
+
+
+def _equal_converted(twin: torch.Tensor, value: torch.Tensor, target: torch.dtype) -> bool:
+    """``twin == value.to(target)``, checking a small prefix first so that different tensors cost nothing."""
+    if twin.dtype != target or twin.shape != value.shape:
+        return False
+    a, b = twin.reshape(-1), value.reshape(-1)
+    k = min(4096, a.numel())
+    if not torch.equal(a[:k], b[:k].to(target)):
+        return False
+    return torch.equal(a, b.to(target))
+
+
+def read_safetensors(path: Path, want: Callable[[str, torch.dtype], torch.dtype] | None = None,
+                     twins: Mapping[str, str] | None = None) -> StateDict:
+    """Tensors of a .safetensors file, read into owned memory.
+
+    ``want(name, file_dtype)`` gives the dtype to keep each tensor in. Tensors are read straight into their final
+    place in one buffer, or, when the dtype changes, through one reused scratch buffer and converted, so peak memory
+    is the converted weights plus the largest single tensor. Plain reads (no memory map of the file) so that no
+    file pages stay resident after loading and a file replaced later cannot affect the loaded model.
+
+    ``twins`` maps a tensor name to one read earlier that it probably equals (the G branch's face ViT to the L
+    branch's): such a tensor is read into the scratch buffer and, when equal, the earlier tensor is reused, so its
+    own slot in the buffer is never touched and costs no memory.
+    """
+    start, index = safetensors_index(path)
+    twins = {k: v for k, v in (twins or {}).items() if k in index and v in index}
+    align = 64
+    plan, total, scratch_size = [], 0, 0
+    # Twins last, so the tensor each is compared with has been read already.
+    order = sorted(index.items(), key=lambda kv: (kv[0] in twins, kv[1][2]))
+    for name, (dtype, shape, begin, end) in order:
+        target = want(name, dtype) if want is not None else dtype
+        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=target).element_size()
+        plan.append((name, dtype, target, shape, begin, end, total))
+        total += -(-nbytes // align) * align
+        if target != dtype or name in twins:
+            scratch_size = max(scratch_size, end - begin)
+    arena = _alloc_weights(total)
+    scratch = torch.empty(scratch_size, dtype=torch.uint8) if scratch_size else None
+    out: StateDict = {}
+    with open(path, "rb", buffering=0) as fh:
+        for name, dtype, target, shape, begin, end, offset in plan:
+            n_out = torch.Size(shape).numel() * torch.empty((), dtype=target).element_size()
+            dst = arena[offset:offset + n_out].view(target).view(shape)
+            fh.seek(start + begin)
+            if target == dtype and name not in twins:
+                _read_exact(fh, arena[offset:offset + n_out], path, name)
+                out[name] = dst
+                continue
+            raw = scratch[:end - begin]
+            _read_exact(fh, raw, path, name)
+            value = raw.view(dtype).view(shape)
+            if name in twins and _equal_converted(out[twins[name]], value, target):
+                out[name] = out[twins[name]]
+                continue
+            dst.copy_(value)
+            out[name] = dst
+    return out
+
+
+def read_torch_pickle(path: Path, mmap: bool = False) -> Any:
+    """A ``torch.save`` file read with ``weights_only=True``: plain containers and tensors only, never code.
+
+    Without ``mmap`` every tensor gets its own storage, so converting them one by one frees the originals as it
+    goes; with ``mmap`` nothing is read up front (good for streaming conversion) but touched pages stay resident
+    until every tensor is released."""
+    try:
+        if mmap:
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                # Old (non-zip) torch.save format cannot be memory-mapped; read it normally.
+                if "mmap" not in str(err):
+                    raise
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise FaceCLIPWeightsError(
+            f"{path.name} is a pickle that contains more than tensors (for example Python objects or code), so it "
+            f"was not loaded: only plain state dicts are read, with torch.load(weights_only=True). Re-save it as "
+            f"torch.save(model.state_dict()) or convert it to .safetensors. Details: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as err:
+        raise FaceCLIPWeightsError(
+            f"cannot read {path.name} as a PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "the file is truncated or corrupt: download it again") from err
+
+
+def _as_state_dict(obj: Any, origin: str) -> StateDict:
+    """Accept a flat {str: Tensor} mapping, or one nested under "state_dict"/"model"; refuse anything else."""
+    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for wrapper in ("state_dict", "model", "module"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping):
+        raise FaceCLIPWeightsError(f"{origin} holds a {type(obj).__name__}, not a state dict (a mapping of names "
+                                   "to tensors)")
+    bad = [(k, type(v).__name__) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        shown = ", ".join(f"{k!r}: {t}" for k, t in bad[:5])
+        raise FaceCLIPWeightsError(f"{origin} is not a plain state dict: {len(bad)} entr(y/ies) are not named tensors "
+                                   f"({shown}); save only model.state_dict()")
+    return dict(obj)
+
+
+def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor], mmap: bool = False) -> StateDict:
+    """Read ``source`` (a .safetensors / torch.save path, or an in-memory mapping) into a flat dict.
+
+    ``mmap`` (torch.save files only) maps the file instead of reading it (for streaming conversion).
+    """
+    if isinstance(source, Mapping):
+        return _as_state_dict(source, "the given state dict")
+    if not isinstance(source, (str, os.PathLike)):
+        raise FaceCLIPWeightsError(f"weights source must be a file path or a state dict, got {type(source).__name__}")
+    path = Path(source)
+    if not path.is_file():
+        raise FaceCLIPWeightsError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise FaceCLIPWeightsError(f"weights file is empty: {path}; download or convert it again")
+    if _is_safetensors(path):
+        return read_safetensors(path)
+    return _as_state_dict(read_torch_pickle(path, mmap=mmap), path.name)
+
+
+def strip_prefix(sd: StateDict) -> StateDict:
+    """Drop the ``model.`` prefix the released .pt carries (also ``module.`` from DataParallel saves)."""
+    for prefix in _PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+# ---- architecture inference ------------------------------------------------------------------------------------
+def _count(sd: Mapping[str, Any], pattern: str) -> int:
+    head, tail = pattern.split("#")
+    rx = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+    idx = {int(m.group(1)) for k in sd if (m := rx.fullmatch(k))}
+    return max(idx) + 1 if idx else 0
+
+
+def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    return tuple(sd[key].shape)
+
+
+def check_signature(sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse early, with a readable message, a state dict that is clearly not a FaceCLIP encoder."""
+    expected = [f"{b}.{k}" for b in BRANCHES for k in _SIGNATURE]
+    missing = [k for k in expected if k not in sd]
+    if not missing:
+        return
+    sample = ", ".join(sorted(sd)[:4]) or "no keys at all"
+    hint = ""
+    if any(k.startswith(("down_blocks.", "input_blocks.", "model.diffusion_model.")) for k in sd):
+        hint = " It looks like a UNet: load it with ComfyUI's UNet loader instead."
+    elif any("text_model." in k for k in sd):
+        hint = " It looks like a stock CLIP text encoder; FaceCLIP ships its own towers in face_clip_encoder.pt."
+    raise FaceCLIPStateDictError(
+        "not a FaceCLIP-SDXL encoder state dict: expected keys under face_clip_l.* and face_clip_g.* (as in "
+        f"face_clip_encoder.pt); found keys like {sample}.{hint}", missing=missing)
+
+
+def infer_branch_config(sd: Mapping[str, torch.Tensor], branch: str) -> BranchConfig:
+    p = f"{branch}."
+    try:
+        context, width = _shape(sd, p + "positional_embedding")
+        text = TextTowerConfig(
+            width=width,
+            layers=_count(sd, p + "transformer.resblocks.#.attn.in_proj_weight"),
+            heads=max(1, width // 64),
+            mlp_width=_shape(sd, p + "transformer.resblocks.0.mlp.c_fc.weight")[0],
+            activation=ACTIVATIONS[branch],
+            context_length=context,
+            vocab_size=_shape(sd, p + "token_embedding.weight")[0],
+        )
+        _, n_patches, vdim = _shape(sd, p + "face_encoder.pos_embed")
+        patch = _shape(sd, p + "face_encoder.patch_embed.proj.weight")[-1]
+        img_size = 112  # fixed by FaceCLIP's resize; the patch grid follows from it
+        grid = img_size // patch
+        if grid * grid != n_patches:
+            raise ValueError(f"face ViT pos_embed has {n_patches} patches, but a {img_size}px face with patch size "
+                             f"{patch} gives {grid * grid}")
+        face = FaceViTConfig(
+            dim=vdim,
+            depth=_count(sd, p + "face_encoder.blocks.#.attn.qkv.weight"),
+            heads=8,
+            mlp_hidden=_shape(sd, p + "face_encoder.blocks.0.mlp.fc1.weight")[0],
+            img_size=img_size,
+            patch_size=patch,
+            embed_size=_shape(sd, p + "face_encoder.feature.2.weight")[0],
+        )
+        f = p + "fuser.encoder."
+        deform_heads, levels = 8, 1
+        fuser = FuserConfig(
+            d_model=width,
+            layers=_count(sd, f + "fusion_layers.#.attn.v_proj.weight"),
+            bi_dim=_shape(sd, f + "fusion_layers.0.attn.v_proj.weight")[0],
+            bi_heads=4,
+            text_heads=4,
+            text_ffn=_shape(sd, f + "text_layers.0.linear1.weight")[0],
+            deform_heads=deform_heads,
+            deform_levels=levels,
+            deform_points=_shape(sd, f + "layers.0.self_attn.attention_weights.weight")[0] // (deform_heads * levels),
+            deform_ffn=_shape(sd, f + "layers.0.linear1.weight")[0],
+            grid=grid,
+        )
+    except (KeyError, ValueError, IndexError) as err:
+        raise FaceCLIPStateDictError(
+            f"FaceCLIP encoder state dict is incomplete: cannot infer the {branch} architecture ({err!r})",
+            missing=[str(err).strip("'")] if isinstance(err, KeyError) else ()) from err
+    return BranchConfig(text=text, face=face, fuser=fuser)
+
+
+def infer_config(sd: Mapping[str, torch.Tensor], share_face_encoder: bool = False) -> EncoderConfig:
+    check_signature(sd)
+    return EncoderConfig(l=infer_branch_config(sd, "face_clip_l"), g=infer_branch_config(sd, "face_clip_g"),
+                         share_face_encoder=share_face_encoder)
+
+
+# ---- building -------------------------------------------------------------------------------------------------
+def build_meta(cfg: EncoderConfig, dtype: torch.dtype = torch.float32, operations: Any = None,
+               compute_dtype: torch.dtype | None = None) -> FaceCLIPEncoder:
+    """The encoder with every tensor on the meta device: shapes and dtypes only, no memory."""
+    return FaceCLIPEncoder(cfg, device="meta", dtype=dtype, operations=operations, compute_dtype=compute_dtype)
+
+
+def expected_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.state_dict(keep_vars=True))
+
+
+def face_encoders_identical(sd: StateDict) -> bool:
+    """True when both branches carry bit-identical face ViTs (they were frozen during training)."""
+    pl, pg = "face_clip_l.face_encoder.", "face_clip_g.face_encoder."
+    lk = sorted(k[len(pl):] for k in sd if k.startswith(pl))
+    gk = sorted(k[len(pg):] for k in sd if k.startswith(pg))
+    if not lk or lk != gk:
+        return False
+    for k in lk:
+        a, b = sd[pl + k], sd[pg + k]
+        if a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a, b):
+            return False
+    return True
+
+
+def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    missing = sorted(k for k in expected if k not in sd)
+    unexpected = sorted(k for k in sd if k not in expected)
+    mismatched = sorted(f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+                        if k in sd and tuple(sd[k].shape) != tuple(v.shape))
+    if missing or unexpected or mismatched:
+        raise FaceCLIPStateDictError(
+            "the state dict does not match the FaceCLIP-SDXL encoder architecture inferred from it (the file is "
+            "incomplete, from another FaceCLIP variant, or edited)",
+            missing=missing, unexpected=unexpected, mismatched=mismatched)
+
+
+def _check_floats(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    bad = [k for k, v in expected.items() if v.is_floating_point() != sd[k].is_floating_point()]
+    if bad:
+        raise FaceCLIPStateDictError("tensors with the wrong kind of dtype (integer where float expected or the "
+                                     "reverse)", mismatched=[f"{k} {sd[k].dtype}" for k in bad])
+
+
+def encoder_from_state_dict(sd: StateDict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                            operations: Any = None, compute_dtype: torch.dtype | None = None,
+                            share_face_encoder: bool | None = None) -> FaceCLIPEncoder:
+    """Build the encoder for ``sd`` (official key names, no prefix). ``sd`` is consumed: its tensors are converted
+    in place and end up owned by the model. ``share_face_encoder=None`` shares when the ViTs are identical."""
+    sd = strip_prefix(sd)
+    cfg = infer_config(sd)
+    expected = expected_tensors(build_meta(cfg, dtype, operations, compute_dtype))
+    _check_keys(sd, expected)
+    _check_floats(sd, expected)
+    share = face_encoders_identical(sd) if share_face_encoder is None else share_face_encoder
+    if share:
+        cfg = EncoderConfig(l=cfg.l, g=cfg.g, share_face_encoder=True)
+    model = build_meta(cfg, dtype, operations, compute_dtype)
+    target = torch.device(device)
+    # Convert one tensor at a time and drop the source, so only one extra tensor is alive at any moment.
+    for key in list(sd):
+        if share and key.startswith("face_clip_g.face_encoder."):
+            continue
+        want = expected[key].dtype
+        sd[key] = sd[key].to(device=target, dtype=want)
+    if share:
+        for key in [k for k in sd if k.startswith("face_clip_g.face_encoder.")]:
+            sd[key] = sd["face_clip_l" + key[len("face_clip_g"):]]
+    result = model.load_state_dict(sd, strict=True, assign=True)
+    if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict=True raises first
+        raise FaceCLIPStateDictError("state dict did not load", result.missing_keys, result.unexpected_keys)
+    sd.clear()
+    model.eval()
+    model.requires_grad_(False)
+    log.info("FaceCLIP encoder loaded: L width %d x %d layers, G width %d x %d layers, %s, face ViT %s",
+             cfg.l.width, cfg.l.text.layers, cfg.g.width, cfg.g.text.layers, dtype,
+             "shared" if share else "per branch")
+    return model
+
+
+def _plan_from_safetensors_header(path: Path, dtype: torch.dtype, operations: Any,
+                                  compute_dtype: torch.dtype | None
+                                  ) -> tuple[Callable[[str, torch.dtype], torch.dtype], dict[str, str]]:
+    """Check a .safetensors file's names and shapes against the architecture before reading any tensor data, and
+    return the per-tensor target dtype (norm parameters float32, integers unchanged, the rest ``dtype``) and the
+    G-branch face-ViT tensors with their L-branch twins."""
+    _, index = safetensors_index(path)
+    names = {k: k for k in index}
+    for prefix in _PREFIXES:
+        if names and all(v.startswith(prefix) for v in names.values()):
+            names = {k: v[len(prefix):] for k, v in names.items()}
+    meta = {names[k]: torch.empty(shape, dtype=dt, device="meta") for k, (dt, shape, _, _) in index.items()}
+    expected = expected_tensors(build_meta(infer_config(meta), dtype, operations, compute_dtype))
+    _check_keys(meta, expected)
+    _check_floats(meta, expected)
+    by_plain = {v: k for k, v in names.items()}
+    twins = {}
+    for plain, orig in by_plain.items():
+        if plain.startswith("face_clip_g.face_encoder."):
+            l_name = by_plain.get("face_clip_l" + plain[len("face_clip_g"):])
+            if l_name is not None:
+                twins[orig] = l_name
+    return (lambda name, file_dtype: expected[names[name]].dtype), twins
+
+
+def load_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, operations: Any = None,
+                 compute_dtype: torch.dtype | None = None) -> FaceCLIPEncoder:
+    """Load a FaceCLIP-SDXL encoder.
+
+    ``source``: a ``.safetensors`` file (see ``python -m faceclip_core.convert``), the official
+    ``face_clip_encoder.pt`` (read with ``torch.load(weights_only=True)``; its ``model.`` prefix is removed), or an
+    in-memory state dict (its tensors are used directly where no dtype conversion is needed; the dict itself is
+    not modified). ``dtype``: the weights' dtype (float32, bfloat16 or float16); LayerNorm/BatchNorm parameters
+    stay float32. ``operations``: a ComfyUI-style ops namespace (default: torch.nn).
+    Raises :class:`FaceCLIPWeightsError` for unreadable files and :class:`FaceCLIPStateDictError` for state dicts
+    that are not a FaceCLIP encoder.
+    """
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise FaceCLIPWeightsError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    if isinstance(source, (str, os.PathLike)) and _is_safetensors(Path(source)) and Path(source).is_file() \
+            and Path(source).stat().st_size > 0:
+        want, twins = _plan_from_safetensors_header(Path(source), dtype, operations, compute_dtype)
+        sd = read_safetensors(Path(source), want, twins)
+    else:
+        sd = read_state_dict(source)
+    return encoder_from_state_dict(sd, device=device, dtype=dtype, operations=operations,
+                                   compute_dtype=compute_dtype)
