@@ -13,6 +13,7 @@ _EXPORTS: dict[str, str] = {
     # encoder (issue 3)
     "load_encoder": ".loader",
     "FaceCLIPEncoder": ".encoder",
+    "OFFICIAL_NEGATIVE": ".encoder",
     "tokenize": ".tokenizer",
     "FaceCLIPError": ".errors",
     "FaceCLIPWeightsError": ".errors",
@@ -41,6 +42,12 @@ _EXPORTS: dict[str, str] = {
     "NoFaceError": ".faces",
     "FaceModelError": ".faces",
     "FaceInputError": ".faces",
+    "FaceModels": ".faces",
+    "load_face_models": ".faces",
+    "similarity_to_reference": ".faces",
+    # several faces -> conditioning (issue 5)
+    "encode_in_chunks": ".conditioning",
+    "average_identity": ".conditioning",
 }
 
 __all__ = sorted(_EXPORTS)

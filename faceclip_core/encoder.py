@@ -28,6 +28,11 @@ ID_TOKEN = 1014  # BPE id of "id"
 # Positions 0..6 cover SOT + the prefix minus its last token; only the prefix's "id" (position 4) lies inside.
 ID_WINDOW = 7
 BRANCHES = ("face_clip_l", "face_clip_g")
+# The negative prompt of the official SDXL inference script, encoded with a zero face and no identity prefix.
+OFFICIAL_NEGATIVE = (
+    "nude, worst quality, low quality, normal quality, nsfw, abstract, glitch, deformed, mutated, ugly, "
+    "disfigured, text, watermark, bad hands, error, jpeg artifacts, blurry, missing fingers, poorly drawn face, "
+    "ugly eyes, imperfect eyes, deformed pupils, deformed iris, bad anatomy")
 
 
 @dataclass(frozen=True)

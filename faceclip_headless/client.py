@@ -116,31 +116,45 @@ class ComfyClient:
     # -- running graphs -----------------------------------------------------------------------------------------
     def run(self, graph: dict, timeout: float | None = None, extra_data: dict | None = None) -> PromptResult:
         """Queue an API-format graph and wait until it finishes, fails or is interrupted."""
-        return asyncio.run(self._run(graph, timeout or self.timeout, extra_data or {}))
+        return self.run_all([graph], timeout, extra_data)[0]
 
-    async def _run(self, graph: dict, timeout: float, extra_data: dict) -> PromptResult:
+    def run_all(self, graphs: list[dict], timeout: float | None = None,
+                extra_data: dict | None = None) -> list[PromptResult]:
+        """Queue every graph at once (back to back, as a user clicking Queue repeatedly) and wait for all."""
+        return asyncio.run(self._run_all(graphs, timeout or self.timeout, extra_data or {}))
+
+    async def _run_all(self, graphs: list[dict], timeout: float, extra_data: dict) -> list[PromptResult]:
         ws_url = self.base_url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
-            body = {"prompt": graph, "client_id": self.client_id, "extra_data": extra_data}
-            async with session.post(self.base_url + "/prompt", json=body) as r:
-                answer = await r.json(content_type=None)
-                if r.status == 400:
-                    return PromptResult(None, "rejected", node_errors=answer.get("node_errors", {}),
-                                        error=answer.get("error"))
-                r.raise_for_status()
-            prompt_id = answer["prompt_id"]
-            result = PromptResult(prompt_id, "running", node_errors=answer.get("node_errors", {}))
-            await asyncio.wait_for(self._follow(ws, result), timeout)
-            result.outputs = await self._history_outputs(session, prompt_id)
-            return result
+            results = [await self._queue(session, graph, extra_data) for graph in graphs]
+            pending = {r.prompt_id: r for r in results if r.status == "running"}
+            await asyncio.wait_for(self._follow(ws, pending), timeout)
+            for r in results:
+                if r.prompt_id is not None:
+                    r.outputs = await self._history_outputs(session, r.prompt_id)
+            return results
 
-    async def _follow(self, ws: aiohttp.ClientWebSocketResponse, result: PromptResult) -> None:
+    async def _queue(self, session: aiohttp.ClientSession, graph: dict, extra_data: dict) -> PromptResult:
+        body = {"prompt": graph, "client_id": self.client_id, "extra_data": extra_data}
+        async with session.post(self.base_url + "/prompt", json=body) as r:
+            answer = await r.json(content_type=None)
+            if r.status == 400:
+                return PromptResult(None, "rejected", node_errors=answer.get("node_errors", {}),
+                                    error=answer.get("error"))
+            r.raise_for_status()
+        return PromptResult(answer["prompt_id"], "running", node_errors=answer.get("node_errors", {}))
+
+    async def _follow(self, ws: aiohttp.ClientWebSocketResponse, pending: dict[str, PromptResult]) -> None:
+        """Route websocket events to their prompts until none is pending."""
+        if not pending:
+            return
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue  # binary frames carry previews
             event = json.loads(msg.data)
             data = event.get("data") or {}
-            if data.get("prompt_id") != result.prompt_id:
+            result = pending.get(data.get("prompt_id"))
+            if result is None:
                 continue
             result.events.append(event)
             kind = event.get("type")
@@ -148,11 +162,13 @@ class ComfyClient:
                 result.status = _DONE[kind]
                 if kind == "execution_error":
                     result.error = data
-                return
-            if kind == "executing" and data.get("node") is None:
+            elif kind == "executing" and data.get("node") is None:
                 result.status = "success"
-                return
-        raise ConnectionError("the ComfyUI websocket closed before the prompt finished")
+            if result.status != "running":
+                del pending[result.prompt_id]
+                if not pending:
+                    return
+        raise ConnectionError("the ComfyUI websocket closed before every prompt finished")
 
     async def _history_outputs(self, session: aiohttp.ClientSession, prompt_id: str) -> dict:
         for _ in range(50):  # history is written just after the last websocket message

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .encode import FaceCLIPTextEncode
+from .encode import FaceCLIPEncode, FaceCLIPTextEncode
+from .faces import FaceCLIPPrepareFaces
 from .folders import register_model_folders
-from .loaders import FaceCLIPLoader
+from .loaders import FaceCLIPFaceDetectorLoader, FaceCLIPLoader
+from .similarity import FaceCLIPFaceSimilarity
 
-NODES: list[type[io.ComfyNode]] = [FaceCLIPLoader, FaceCLIPTextEncode]
+# Node ids are permanent: saved workflows refer to them and store widget values by position.
+NODES: list[type[io.ComfyNode]] = [
+    FaceCLIPLoader,
+    FaceCLIPFaceDetectorLoader,
+    FaceCLIPPrepareFaces,
+    FaceCLIPEncode,
+    FaceCLIPTextEncode,
+    FaceCLIPFaceSimilarity,
+]
 
 __all__ = ["NODES", "register_model_folders"]

@@ -1,14 +1,57 @@
-"""FaceCLIP Text Encode (and, with the faces nodes, FaceCLIP Encode)."""
+"""FaceCLIP Encode, FaceCLIP Text Encode: FaceCLIP's joint face+text encoding as standard SDXL conditioning."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
-from .loaders import FaceCLIP
+from ..faceclip_core import OFFICIAL_NEGATIVE, average_identity, encode_in_chunks
+from .progress import progress_callback
+from .types import FaceCLIP, Faces
+
+IDENTITY_MODES = ("per_face", "average")
 
 
-def as_conditioning(embeddings, pooled) -> list:
+def as_conditioning(embeddings: torch.Tensor, pooled: torch.Tensor) -> list:
     # Exactly what SDXL expects; size keys stay unset so ComfyUI fills them from the latent, as diffusers does.
     return [[embeddings, {"pooled_output": pooled}]]
+
+
+class FaceCLIPEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceCLIPEncode",
+            display_name="FaceCLIP Encode",
+            category="FaceCLIP",
+            description="Joint face+text encoding: the person's face and your prompt become SDXL conditioning "
+                        "for FaceCLIP's UNet. Also encodes the negative the way FaceCLIP does (zero face).",
+            inputs=[
+                FaceCLIP.Input("faceclip", tooltip="From Load FaceCLIP."),
+                Faces.Input("faces", tooltip="From Prepare Faces."),
+                io.String.Input("prompt", multiline=True, dynamic_prompts=True,
+                                tooltip="What the image shows, e.g. 'A woman wearing a denim shirt on a desert "
+                                        "plateau'. Name the subject (a woman / a man); no trigger word is needed."),
+                io.String.Input("negative", multiline=True, default=OFFICIAL_NEGATIVE,
+                                tooltip="Negative prompt, encoded with FaceCLIP's zero face (the official string "
+                                        "by default)."),
+                io.Combo.Input("identity", options=list(IDENTITY_MODES), default="per_face",
+                               tooltip="per_face: one conditioning per face (face i -> latent i of the batch). "
+                                       "average: all faces blended into one identity."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"),
+                     io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    def execute(cls, faceclip, faces, prompt: str, negative: str, identity: str) -> io.NodeOutput:
+        crops = torch.from_numpy(faces.crops).permute(0, 3, 1, 2).float().div_(255.0)
+        mask = torch.from_numpy(faces.has_face)
+        embeddings, pooled = encode_in_chunks(faceclip.encode, crops, [prompt] * len(faces), mask,
+                                              between=progress_callback(len(faces)))
+        if identity == "average":
+            embeddings, pooled = average_identity(embeddings, pooled, mask)
+        neg_embeddings, neg_pooled = faceclip.encode_text([negative])
+        return io.NodeOutput(as_conditioning(embeddings, pooled), as_conditioning(neg_embeddings, neg_pooled))
 
 
 class FaceCLIPTextEncode(io.ComfyNode):

@@ -1,13 +1,13 @@
-"""Load FaceCLIP."""
+"""Load FaceCLIP, Load Face Detector."""
 from __future__ import annotations
 
 import folder_paths
 from comfy_api.latest import io
 
+from ..faceclip_core.faces import PROVIDER_CHOICES, list_model_packs, load_face_models
 from .faceclip_model import WEIGHT_DTYPES, FaceCLIPModel
-from .folders import FACECLIP
-
-FaceCLIP = io.Custom("FACECLIP")
+from .folders import FACECLIP, INSIGHTFACE
+from .types import FaceCLIP, FaceModels
 
 
 class FaceCLIPLoader(io.ComfyNode):
@@ -36,3 +36,32 @@ class FaceCLIPLoader(io.ComfyNode):
     def execute(cls, encoder_name: str, weight_dtype: str, device: str) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise(FACECLIP, encoder_name)
         return io.NodeOutput(FaceCLIPModel(path, weight_dtype, device))
+
+
+class FaceCLIPFaceDetectorLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        packs = list_model_packs(folder_paths.get_folder_paths(INSIGHTFACE)) or ["antelopev2"]
+        return io.Schema(
+            node_id="FaceCLIPFaceDetectorLoader",
+            display_name="Load Face Detector",
+            category="FaceCLIP",
+            description="Loads an insightface model pack: the SCRFD face detector (required) and, when the pack "
+                        "has one, the ArcFace recognizer used by Face Similarity. Runs with onnxruntime.",
+            inputs=[
+                io.Combo.Input("pack", options=packs, default="antelopev2" if "antelopev2" in packs else packs[0],
+                               tooltip="A folder in models/insightface (or any insightface folder in "
+                                       "extra_model_paths.yaml) holding the pack's .onnx files."),
+                io.Combo.Input("provider", options=list(PROVIDER_CHOICES), default="CPU",
+                               tooltip="Where onnxruntime runs the models. CPU is fast enough for reference "
+                                       "photos; the others need the matching onnxruntime build (see the log "
+                                       "for the provider really used)."),
+                io.Int.Input("det_size", default=640, min=160, max=1280, step=32,
+                             tooltip="Detector input size. Smaller sizes are tried when no face is found."),
+            ],
+            outputs=[FaceModels.Output(display_name="face_models")],
+        )
+
+    @classmethod
+    def execute(cls, pack: str, provider: str, det_size: int) -> io.NodeOutput:
+        return io.NodeOutput(load_face_models(folder_paths.get_folder_paths(INSIGHTFACE), pack, provider, det_size))

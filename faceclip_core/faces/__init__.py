@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from .align import (ARCFACE_TEMPLATE_112, FACECLIP_FACE_SIZE, align_face, alignment_matrix,
                     estimate_similarity, template_landmarks, transform_points)
-from .annotate import annotate_faces, face_thumbnails
+from .analyzer import FaceModels, load_face_models, reference_embedding, similarity_to_reference
+from .annotate import annotate_faces, face_thumbnails, letterbox_batch
 from .detect import (DetectedFace, DetectionConfig, DetectionResult, FaceDetector,
                      detect_faces, load_detector_file, load_face_detector)
 from .errors import FaceError, FaceInputError, FaceModelError, NoFaceError
@@ -31,7 +32,8 @@ from .select import SELECTION_POLICIES, FaceSelection, order_faces, select_face
 __all__ = [
     "ARCFACE_TEMPLATE_112", "FACECLIP_FACE_SIZE", "NO_FACE_POLICIES", "PROVIDER_CHOICES",
     "SELECTION_POLICIES", "DetectedFace", "DetectionConfig", "DetectionResult",
-    "FaceDetector", "FaceError", "FaceInputError", "FaceModelError", "FaceRecognizer",
+    "FaceDetector", "FaceError", "FaceModels", "load_face_models", "reference_embedding",
+    "similarity_to_reference", "letterbox_batch", "FaceInputError", "FaceModelError", "FaceRecognizer",
     "FaceSelection", "ModelPack", "NoFaceError", "PrepareConfig", "PreparedFaces",
     "PreparedImage", "align_face", "alignment_matrix", "annotate_faces",
     "cosine_similarity", "detect_faces", "estimate_similarity", "face_thumbnails",

@@ -71,3 +71,22 @@ def face_thumbnails(image_rgb: np.ndarray, faces: Sequence[DetectedFace],
     if not faces:
         return np.zeros((0, size, size, 3), np.uint8)
     return np.stack([align_face(image_rgb, f.landmarks, size, antialias=True) for f in faces])
+
+
+def letterbox_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack RGB uint8 pictures of different sizes into one ``[N, H, W, 3]`` batch (the largest height and
+    width), each scaled to fit and centred on black, so previews of mixed photos form one IMAGE."""
+    import cv2
+
+    if not images:
+        raise ValueError("letterbox_batch needs at least one image")
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
+    out = np.zeros((len(images), h, w, 3), np.uint8)
+    for i, im in enumerate(images):
+        f = min(h / im.shape[0], w / im.shape[1])
+        nh, nw = max(1, round(im.shape[0] * f)), max(1, round(im.shape[1] * f))
+        fitted = im if (nh, nw) == im.shape[:2] else cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA)
+        y, x = (h - nh) // 2, (w - nw) // 2
+        out[i, y:y + nh, x:x + nw] = fitted
+    return out

@@ -8,7 +8,9 @@ from PIL import Image
 
 from tests.e2e.conftest import TINY_FACECLIP, UNET_NAME, VAE_NAME
 
-PACK_NODES = {"FaceCLIPLoader", "FaceCLIPTextEncode"}
+# Node ids are permanent (saved workflows refer to them); this list guards against renames.
+PACK_NODES = {"FaceCLIPLoader", "FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces", "FaceCLIPEncode",
+              "FaceCLIPTextEncode", "FaceCLIPFaceSimilarity"}
 
 
 def text_to_image_graph(prompt: str, negative: str, seed: int = 1, size: int = 64) -> dict:

@@ -1,0 +1,72 @@
+"""A loaded set of face models (detector, optional recognizer, detection settings) and what they do together."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detect import DetectionConfig, FaceDetector, load_face_detector
+from .errors import FaceModelError
+from .prepare import PreparedFaces
+from .recognize import FaceRecognizer, load_face_recognizer
+
+logger = logging.getLogger(__name__)
+
+# Retry sizes below the chosen one: SCRFD misses faces that fill most of its input frame.
+RETRY_SIZES = (640, 480, 320, 160)
+
+
+@dataclass(frozen=True)
+class FaceModels:
+    detector: FaceDetector
+    recognizer: FaceRecognizer | None
+    detection: DetectionConfig
+
+    def require_recognizer(self) -> FaceRecognizer:
+        if self.recognizer is None:
+            pack = self.detector.pack
+            where = f" in {pack.folder}" if pack is not None else ""
+            raise FaceModelError(
+                f"the face model pack{where} has no ArcFace recognition model, which likeness scores need. "
+                "Use a pack that has one (antelopev2: glintr100.onnx; buffalo_l: w600k_r50.onnx).")
+        return self.recognizer
+
+
+def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2", provider: str = "CPU",
+                     det_size: int = 640) -> FaceModels:
+    """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``."""
+    detector = load_face_detector(roots, pack, provider)
+    try:
+        recognizer = load_face_recognizer(roots, pack, provider)
+    except FaceModelError as exc:
+        logger.info("no face recognizer: %s", exc)
+        recognizer = None
+    sizes = tuple(dict.fromkeys([det_size, *(s for s in RETRY_SIZES if s < det_size)]))
+    return FaceModels(detector, recognizer, DetectionConfig(det_sizes=sizes))
+
+
+def reference_embedding(reference: PreparedFaces, recognizer: FaceRecognizer) -> np.ndarray:
+    """One identity vector: the L2-normalised mean of the reference faces' ArcFace embeddings."""
+    if reference.embeddings is not None:
+        emb = reference.embeddings[reference.has_face]
+    else:
+        emb = recognizer.embed_aligned(reference.crops[reference.has_face])
+    if len(emb) == 0:
+        raise FaceModelError("the reference has no face to compare with (every slot is face-free)")
+    mean = emb.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def similarity_to_reference(reference: PreparedFaces, generated: PreparedFaces,
+                            recognizer: FaceRecognizer) -> np.ndarray:
+    """Cosine similarity of every generated slot to the reference identity; NaN where no face was found."""
+    ref = reference_embedding(reference, recognizer)
+    emb = generated.embeddings
+    if emb is None:
+        emb = recognizer.embed_aligned(generated.crops)
+    scores = (emb @ ref).astype(np.float32)
+    scores[~generated.has_face] = np.nan
+    return scores
