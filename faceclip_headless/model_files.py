@@ -23,6 +23,13 @@ class RequiredModel:
     what: str
     source: str  # where to get it, and how to prepare it
     present: Callable[[Path], bool] = Path.is_file  # checks <folder path>/<name>
+    is_folder: bool = False  # a model pack: a folder of files rather than one file
+
+    def listed_in(self, names: Iterable[str]) -> bool:
+        """Whether a server's file listing of the folder (relative paths, '/'-separated) holds this model."""
+        if self.is_folder:
+            return any(n.replace("\\", "/").startswith(self.name + "/") for n in names)
+        return self.name in names
 
 
 def _has_detector(pack: Path) -> bool:
@@ -47,7 +54,8 @@ MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
     RequiredModel(
         "insightface", "antelopev2", "insightface face-detection model pack (a folder of .onnx files)",
         "insightface's antelopev2 pack (non-commercial research licence), unzipped so that "
-        "<ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx exists", present=_has_detector),
+        "<ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx exists", present=_has_detector,
+        is_folder=True),
 )
 
 
@@ -103,14 +111,20 @@ def find_missing(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> list[Mis
     return missing
 
 
+def find_missing_on_server(list_folder: Callable[[str], list[str] | None]) -> list[MissingModel]:
+    """The same check against a running ComfyUI: ``list_folder(name)`` returns its file listing of a model folder
+    (GET /models/<name>), or None when the server has no such folder."""
+    return [MissingModel(m, ()) for m in MAIN_JOB_MODELS if not m.listed_in(list_folder(m.folder) or [])]
+
+
 def describe_missing(missing: list[MissingModel]) -> str:
     lines = [f"{len(missing)} model file(s) missing; nothing was run:"]
     for item in missing:
         m = item.model
-        lines += [f"- {m.name} ({m.what})",
-                  f"    get it: {m.source}",
-                  f"    put it in: {item.searched[0] / m.name}",
-                  "    (searched: " + ", ".join(str(p) for p in item.searched) + ")"]
+        where = item.searched[0] / m.name if item.searched else f"the server's models/{m.folder}/{m.name}"
+        lines += [f"- {m.name} ({m.what})", f"    get it: {m.source}", f"    put it in: {where}"]
+        if item.searched:
+            lines.append("    (searched: " + ", ".join(str(p) for p in item.searched) + ")")
     lines.append("Other folders can be added under the keys faceclip, diffusion_models, vae and insightface "
                  "of ComfyUI's extra_model_paths.yaml.")
     return "\n".join(lines)

@@ -1,51 +1,165 @@
 """The main job, headless: a portrait of the person in a face photo, following a prompt.
 
     python -m faceclip_headless --face photo.jpg --prompt "A woman in a denim shirt on a desert plateau" \
-        --out portrait.png [--comfyui /path/to/ComfyUI | --server http://127.0.0.1:8188]
+        --out portrait.png [--seed N] [--steps 50] [--comfyui /path/to/ComfyUI | --server http://127.0.0.1:8188]
 
-Checks every model file before any work and names what is missing, where to get it and where to put it.
-Then runs the pack's shipped basic workflow (workflows/basic.json) through ComfyUI: a server of its own
-started from --comfyui (default: the ComfyUI this pack is installed in), or a running one given by --server.
+Checks every model file before any work and names what is missing, where to get it and where to put it. Then
+runs the pack's shipped basic workflow (workflows/basic.json) through ComfyUI: a running server given by
+--server, or a server of its own started from --comfyui / COMFYUI_PATH / the ComfyUI this pack is installed in /
+the test environment's ComfyUI (.testenv/, made by `bash tests/run.sh`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
-from .model_files import describe_missing, find_missing
+from .client import ComfyClient
+from .model_files import describe_missing, find_missing, find_missing_on_server
+from .server import ComfyServer, ServerConfig, ServerStartError
+from .workflow import find_nodes, to_api
 
 log = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parents[1]
+PACK_NAME = "comfyui-faceclip"
 BASIC_WORKFLOW = PACK_DIR / "workflows" / "basic.json"
+TEST_ENV = Path(os.environ.get("FACECLIP_TESTENV", PACK_DIR / ".testenv"))
 
-EXIT_BAD_ARGS, EXIT_MODELS_MISSING, EXIT_NOT_AVAILABLE = 2, 3, 4
+EXIT_FAILED, EXIT_BAD_ARGS, EXIT_MODELS_MISSING = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class PortraitRequest:
+    prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m faceclip_headless", description=__doc__.split("\n\n")[0])
     p.add_argument("--face", type=Path, required=True, help="a photo of the person (any size; the face is found)")
-    p.add_argument("--prompt", required=True, help="what the portrait should show")
+    p.add_argument("--prompt", required=True, help="what the portrait should show (name the subject: a woman...)")
     p.add_argument("--out", type=Path, default=Path("portrait.png"), help="where to write the PNG")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--seed", type=int, default=453563, help="sampling seed (default: the official demo's)")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (default: COMFYUI_PATH, or the ComfyUI this "
-                                                "pack sits in under custom_nodes/)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (official: 50)")
+    p.add_argument("--width", type=int, default=864, help="image width (official: 864)")
+    p.add_argument("--height", type=int, default=1152, help="image height (official: 1152)")
+    p.add_argument("--comfyui", type=Path, help="ComfyUI folder to start (default: COMFYUI_PATH, the ComfyUI "
+                                                "this pack sits in, or the test environment's)")
+    p.add_argument("--python", help="Python to start ComfyUI with (default: this one, or the test env's)")
+    p.add_argument("--cpu", action="store_true", help="start ComfyUI with --cpu (no GPU)")
     p.add_argument("--server", help="URL of a running ComfyUI with this pack installed, instead of starting one")
     p.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
                    help="extra_model_paths.yaml files to search besides ComfyUI's own")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the image")
     return p.parse_args(argv)
 
 
 def locate_comfyui(explicit: Path | None) -> Path | None:
-    candidates = [explicit] if explicit else []
-    if not explicit and os.environ.get("COMFYUI_PATH"):
-        candidates.append(Path(os.environ["COMFYUI_PATH"]))
-    if not explicit and PACK_DIR.parent.name == "custom_nodes":
-        candidates.append(PACK_DIR.parent.parent)
+    if explicit is not None:
+        candidates = [explicit]
+    else:
+        candidates = [Path(os.environ["COMFYUI_PATH"])] if os.environ.get("COMFYUI_PATH") else []
+        if PACK_DIR.parent.name == "custom_nodes":
+            candidates.append(PACK_DIR.parent.parent)
+        candidates.append(TEST_ENV / "ComfyUI")
     return next((c.resolve() for c in candidates if (c / "main.py").is_file()), None)
+
+
+def portrait_prompt(workflow: dict, object_info: dict, image: str, request: PortraitRequest) -> dict:
+    """The basic workflow as an API prompt, with the user's photo, prompt, seed, steps and size filled in."""
+    prompt = to_api(workflow, object_info)
+    targets = {t: find_nodes(prompt, t) for t in ("LoadImage", "FaceCLIPEncode", "KSampler", "EmptyLatentImage",
+                                                  "SaveImage")}
+    missing = [t for t, ids in targets.items() if len(ids) != 1]
+    if missing:
+        raise ValueError(f"{BASIC_WORKFLOW.name} must have exactly one node of each of {', '.join(missing)}")
+    one = {t: prompt[ids[0]]["inputs"] for t, ids in targets.items()}
+    one["LoadImage"]["image"] = image
+    one["FaceCLIPEncode"]["prompt"] = request.prompt
+    one["KSampler"].update(seed=request.seed, steps=request.steps)
+    one["EmptyLatentImage"].update(width=request.width, height=request.height)
+    return prompt
+
+
+def write_new_file(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write atomically: a temporary file beside the target, renamed into place; never clobbers by accident."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the path appeared meanwhile
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int:
+    """A client for the ComfyUI to use (starting one if needed), or an exit code after explaining why not."""
+    if args.server:
+        client = ComfyClient(args.server, timeout=args.timeout)
+
+        def listing(folder: str) -> list[str] | None:
+            try:
+                return client.get_json(f"/models/{folder}")
+            except Exception:  # noqa: BLE001 - an unknown folder answers 404: report it as missing
+                return None
+
+        missing = find_missing_on_server(listing)
+        if missing:
+            log.error(describe_missing(missing))
+            return EXIT_MODELS_MISSING
+        return client
+
+    comfyui = locate_comfyui(args.comfyui)
+    if comfyui is None:
+        log.error("No ComfyUI found. Pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack under "
+                  "ComfyUI/custom_nodes/, pass --server URL of a running ComfyUI, or run `bash tests/run.sh` "
+                  "once to provision one in .testenv/.")
+        return EXIT_BAD_ARGS
+    missing = find_missing(comfyui, args.extra_model_paths_config)
+    if missing:
+        log.error(describe_missing(missing))
+        return EXIT_MODELS_MISSING
+
+    provisioned = comfyui == (TEST_ENV / "ComfyUI").resolve()
+    python = args.python or (str(TEST_ENV / "venv" / "bin" / "python") if provisioned else sys.executable)
+    extra = list(args.extra_model_paths_config)
+    if not (comfyui / "custom_nodes" / PACK_DIR.name).exists() and PACK_DIR.parent.resolve() != \
+            (comfyui / "custom_nodes").resolve():
+        # Mount the pack the way the tests do: a custom_nodes folder holding a link to it.
+        mount = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceclip_mount_")))
+        (mount / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+        (mount / "extra_model_paths.yaml").write_text(f"faceclip_pack:\n    custom_nodes: {mount}\n")
+        extra.append(mount / "extra_model_paths.yaml")
+    # The test environment's torchvision/torchaudio are CUDA wheels on a CPU torch: its launcher shims them.
+    launcher = [str(PACK_DIR / "tests" / "harness" / "launch_comfyui.py")] if provisioned else None
+    log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceclip_log_"))) / "comfyui.log"
+    server = ComfyServer(ServerConfig(comfyui_dir=comfyui, python=python, launcher=launcher,
+                                      cpu=args.cpu or provisioned,  # the test environment has CPU torch
+                                      extra_model_paths=extra, log_path=log_path))
+    log.info("Starting ComfyUI from %s (log: %s) ...", comfyui, log_path)
+    try:
+        stack.enter_context(server)
+    except ServerStartError as exc:
+        log.error("ComfyUI did not start: %s", exc)
+        return EXIT_FAILED
+    return ComfyClient(server.url, timeout=args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,24 +171,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.force:
         log.error("%s already exists; choose another --out or pass --force to overwrite it.", args.out)
         return EXIT_BAD_ARGS
-
-    if args.server is None:
-        comfyui = locate_comfyui(args.comfyui)
-        if comfyui is None:
-            log.error("No ComfyUI found. Pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack "
-                      "under ComfyUI/custom_nodes/, or pass --server URL of a running ComfyUI.")
+    request = PortraitRequest(args.prompt, args.seed, args.steps, args.width, args.height)
+    with ExitStack() as stack:
+        client = _server_for(args, stack)
+        if isinstance(client, int):
+            return client
+        info = client.object_info()
+        if "FaceCLIPEncode" not in info:
+            log.error("This ComfyUI has no FaceCLIP nodes: the pack is not installed there or failed to import "
+                      "(look for 'comfyui-faceclip' in its log).")
+            return EXIT_FAILED
+        image = client.upload_image(args.face)
+        prompt = portrait_prompt(json.loads(BASIC_WORKFLOW.read_text()), info, image, request)
+        log.info("Generating: %d steps at %dx%d, seed %d ...", request.steps, request.width, request.height,
+                 request.seed)
+        result = client.run(prompt)
+        if not result.ok:
+            log.error("ComfyUI could not make the portrait: %s", result.describe_error())
+            return EXIT_FAILED
+        (save,) = find_nodes(prompt, "SaveImage")
+        images = result.images(save)
+        if not images:
+            log.error("The workflow finished without an image.")
+            return EXIT_FAILED
+        try:
+            write_new_file(args.out, client.view(images[0]), overwrite=args.force)
+        except FileExistsError:
+            log.error("%s appeared while generating; not overwritten (pass --force).", args.out)
             return EXIT_BAD_ARGS
-        missing = find_missing(comfyui, args.extra_model_paths_config)
-        if missing:
-            log.error(describe_missing(missing))
-            return EXIT_MODELS_MISSING
-
-    if not BASIC_WORKFLOW.is_file():
-        log.error("Every model is in place, but this version of the pack cannot make the portrait yet: the "
-                  "FaceCLIP nodes and the basic workflow (%s) arrive in a later release.", BASIC_WORKFLOW)
-        return EXIT_NOT_AVAILABLE
-    log.error("workflows/basic.json exists but the headless runner for it is not implemented in this version.")
-    return EXIT_NOT_AVAILABLE
+    log.info("Wrote %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":

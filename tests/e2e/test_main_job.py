@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO, comfyui_dir
+from tests.support.fake_insightface import MarkerFace, scene
 
 MODEL_FILES = {
     "faceclip": "faceclip_sdxl_encoder.safetensors",
@@ -16,9 +18,9 @@ MODEL_FILES = {
 }
 
 
-def run_main_job(*args: str) -> subprocess.CompletedProcess:
+def run_main_job(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "faceclip_headless", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -64,13 +66,50 @@ def test_missing_models_are_named_with_source_and_destination(photo, tmp_path):
     assert not out.exists()
 
 
-def test_with_every_model_in_place_it_says_what_it_cannot_do_yet(photo, tmp_path):
-    yaml = model_root(tmp_path, present={"faceclip", "diffusion_models", "vae", "insightface"})
-    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
-                     "--comfyui", str(comfyui_dir()), "--extra-model-paths-config", str(yaml))
-    assert "missing" not in r.stderr
-    assert r.returncode == 4, r.stderr
-    assert "cannot make the portrait yet" in r.stderr
+def face_photo(tmp_path: Path) -> Path:
+    path = tmp_path / "me.png"
+    Image.fromarray(scene(256, 256, [MarkerFace((60, 50, 180, 190), 0.9)])).save(path)
+    return path
+
+
+def assert_png(path: Path, size: tuple[int, int]) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(path).size == size
+
+
+def test_portrait_through_a_running_server(comfy_server, tmp_path):
+    out = tmp_path / "portrait.png"
+    r = run_main_job("--face", str(face_photo(tmp_path)), "--prompt", "A woman on a desert plateau",
+                     "--out", str(out), "--server", comfy_server.url, "--steps", "2", "--width", "64",
+                     "--height", "64", "--seed", "7")
+    assert r.returncode == 0, r.stderr
+    assert_png(out, (64, 64))
+    assert f"Wrote {out}" in r.stderr
+
+
+def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
+    """The README's command as a user runs it: ComfyUI started for the job, models found via their yaml."""
+    models = comfy_base / "models"
+    yaml = tmp_path / "my_paths.yaml"
+    yaml.write_text(f"mine:\n  base_path: {models}\n  faceclip: faceclip\n  diffusion_models: diffusion_models\n"
+                    "  vae: vae\n  insightface: insightface\n")
+    out = tmp_path / "portrait.png"
+    r = run_main_job("--face", str(face_photo(tmp_path)), "--prompt", "A man in a grey coat", "--out", str(out),
+                     "--comfyui", str(comfyui_dir()), "--extra-model-paths-config", str(yaml), "--steps", "2",
+                     "--width", "64", "--height", "96", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_png(out, (64, 96))
+
+
+def test_a_photo_without_a_face_is_reported(comfy_server, tmp_path):
+    photo = tmp_path / "landscape.png"
+    Image.fromarray(scene(128, 128, [])).save(photo)
+    out = tmp_path / "portrait.png"
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(out), "--server", comfy_server.url,
+                     "--steps", "2", "--width", "64", "--height", "64")
+    assert r.returncode == 1
+    assert "no face found" in r.stderr
+    assert not out.exists()
 
 
 def test_refuses_to_overwrite_an_existing_output(photo, tmp_path):

@@ -28,6 +28,10 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   COMFY_DIR=$(cd "$COMFYUI_PATH" && pwd)
 fi
 
+# --- Browser tests: Chromium + playwright-core (own script and stamp; FACECLIP_BROWSER=0 skips it) ---------
+bash "$REPO/tests/harness/provision_browser.sh" "$ENV_DIR"
+# ------------------------------------------------------------------------------------------------------------
+
 stamp_inputs() {
   cat "$0" "$REPO/requirements.txt" "$REPO/tests/requirements.txt" 2>/dev/null
   echo "$COMFY_DIR $TORCH_SPEC $PYTHON"

@@ -1,0 +1,99 @@
+"""The face picker (web/faceclip_picker.js) in the real frontend: thumbnails after Prepare Faces, click to pick."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tests.e2e.browser.conftest import APP
+from tests.support.fake_insightface import MarkerFace, scene
+
+# The stand-in detector finds pink rectangles; the big one is picked by the default "largest" policy.
+BIG, SMALL = MarkerFace((30, 50, 150, 190), 0.8), MarkerFace((200, 40, 250, 100), 0.95)
+
+BUILD_GRAPH = """async (image) => {
+  const app = %(app)s;
+  app.rootGraph.clear();
+  const add = (type, pos) => {
+    const node = window.LiteGraph.createNode(type);
+    if (!node) throw new Error(`node type ${type} is not registered`);
+    node.pos = pos;
+    app.rootGraph.add(node);
+    return node;
+  };
+  const load = add("LoadImage", [40, 80]);
+  load.widgets.find((w) => w.name === "image").value = image;
+  const detector = add("FaceCLIPFaceDetectorLoader", [40, 520]);
+  const faces = add("FaceCLIPPrepareFaces", [420, 80]);
+  const preview = add("PreviewImage", [820, 80]);
+  load.connect(0, faces, faces.findInputSlot("images"));
+  detector.connect(0, faces, faces.findInputSlot("face_models"));
+  faces.connect(faces.findOutputSlot("preview"), preview, 0);
+  app.canvas.setDirty(true, true);
+  return faces.id;
+}""" % {"app": APP}
+
+PICKER_STATE = """(id) => {
+  const node = %(app)s.rootGraph.getNodeById(id);
+  const value = (name) => node.widgets.find((w) => w.name === name)?.value;
+  const buttons = [...document.querySelectorAll(".faceclip-picker-face")];
+  return {
+    selection: value("selection"), index: value("index"),
+    faces: buttons.map((b) => ({
+      index: Number(b.dataset.index), used: b.classList.contains("faceclip-used"),
+      picked: b.classList.contains("faceclip-picked"), number: b.querySelector(".faceclip-picker-num")?.textContent,
+      loaded: !!b.querySelector("img") && b.querySelector("img").complete && b.querySelector("img").naturalWidth > 0,
+      visible: b.getBoundingClientRect().width > 0,
+    })),
+    saved: node.serialize().widgets_values,
+  };
+}""" % {"app": APP}
+
+# Thumbnails shown and loaded, one face marked as used (the given one, unless null).
+PICKER_READY = """([id, used]) => {
+  const state = (%(state)s)(id);
+  const usedFaces = state.faces.filter((f) => f.used).map((f) => f.index);
+  return state.faces.length === 2 && state.faces.every((f) => f.loaded && f.visible) && usedFaces.length === 1
+    && (used === null || usedFaces[0] === used) ? state : null;
+}""" % {"state": PICKER_STATE}
+
+
+@pytest.fixture
+def two_face_photo(client, tmp_path) -> str:
+    path = tmp_path / "picker_two_faces.png"
+    Image.fromarray(scene(256, 288, [BIG, SMALL])).save(path)
+    return client.upload_image(path, overwrite=True)
+
+
+def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, two_face_photo):
+    node_id = browser.eval(BUILD_GRAPH, two_face_photo)
+    browser.click('[data-testid="queue-button"]')
+    state = browser.wait_for(PICKER_READY, [node_id, None], timeout=90, what="face thumbnails")
+    browser.screenshot("picker-after-run")
+    assert sorted(f["number"] for f in state["faces"]) == ["#0", "#1"], state
+    assert state["selection"] == "largest", state
+    used = next(f["index"] for f in state["faces"] if f["used"])
+    other = 1 - used
+
+    browser.click(f'.faceclip-picker-face[data-index="{other}"]')  # a real mouse click on the thumbnail
+    state = browser.eval(PICKER_STATE, node_id)
+    assert (state["selection"], state["index"]) == ("index", other), state
+    assert [f["picked"] for f in state["faces"]] == [f["index"] == other for f in state["faces"]], state
+    # the picker is no saved widget: the positional widgets_values stay the node's own three
+    assert state["saved"] == ["index", other, "raise"], state
+    browser.screenshot("picker-after-click")
+
+    browser.click('[data-testid="queue-button"]')  # re-queue from the UI: the clicked face is used now
+    browser.wait_for(PICKER_READY, [node_id, other], timeout=90, what="the picked face to be used")
+    browser.screenshot("picker-after-requeue")
+    errors = [e for e in browser.events() if e["kind"] == "pageerror" or "faceclip_picker" in e["text"]]
+    assert errors == [], errors
+
+
+def test_picker_script_loaded_twice_registers_once(browser):
+    """A second copy of the script (e.g. the pack installed under two folder names) must not break the UI."""
+    result = browser.eval("""async () => {
+      const app = %(app)s;
+      await import("/extensions/comfyui-faceclip/faceclip_picker.js?copy=2");
+      return app.extensions.filter((e) => e.name === "faceclip.FacePicker").length;
+    }""" % {"app": APP})
+    assert result == 1
