@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,12 @@ class PromptResult:
     @property
     def cached(self) -> list[str]:
         return [n for e in self.events if e["type"] == "execution_cached" for n in e["data"].get("nodes", [])]
+
+    def node_seconds(self) -> dict[str, float]:
+        """Wall time of each executed node, from one 'executing' message to the next (as seen by the client)."""
+        marks = [(e["data"].get("node") if e["type"] == "executing" else None, e["received"])
+                 for e in self.events if e["type"] in ("executing", "execution_success")]
+        return {node: round(t1 - t0, 4) for (node, t0), (_, t1) in zip(marks, marks[1:]) if node is not None}
 
     def images(self, node_id: str | None = None) -> list[dict]:
         nodes = [node_id] if node_id is not None else list(self.outputs)
@@ -156,6 +163,7 @@ class ComfyClient:
             result = pending.get(data.get("prompt_id"))
             if result is None:
                 continue
+            event["received"] = time.monotonic()  # lets callers time nodes from the event stream
             result.events.append(event)
             kind = event.get("type")
             if kind in _DONE:
