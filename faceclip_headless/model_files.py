@@ -127,4 +127,7 @@ def describe_missing(missing: list[MissingModel]) -> str:
             lines.append("    (searched: " + ", ".join(str(p) for p in item.searched) + ")")
     lines.append("Other folders can be added under the keys faceclip, diffusion_models, vae and insightface "
                  "of ComfyUI's extra_model_paths.yaml.")
+    if any(item.model.folder != "insightface" for item in missing):
+        lines.append("With network access, `python -m faceclip_headless.download --comfyui <ComfyUI>` fetches "
+                     "the FaceCLIP and VAE files (checksums verified, resumable) and converts them.")
     return "\n".join(lines)

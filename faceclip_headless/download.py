@@ -1,0 +1,181 @@
+"""The explicit download command: fetch the main job's weights into a ComfyUI, for users with network access.
+
+    python -m faceclip_headless.download --comfyui /path/to/ComfyUI [--only encoder,unet,vae] [--keep-originals]
+
+This is the only code in the pack that uses the network, and only when run by hand. Each file:
+- is checked against the SHA-256 its host publishes for it (Hugging Face's X-Linked-Etag of LFS files); a file
+  whose checksum cannot be learned or does not match is refused, never placed;
+- resumes from its `.part` file after an interruption (HTTP Range);
+- never overwrites an existing model (a finished file is skipped);
+- FaceCLIP's pickles are then converted to safetensors (faceclip_core.convert, weights_only loading) and the
+  originals deleted unless --keep-originals.
+insightface's antelopev2 pack is not downloaded: its host publishes no checksum and its licence (non-commercial
+research only) is for you to accept; the command says where to put it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HF = "https://huggingface.co"
+CHUNK = 8 * 2**20
+
+
+class DownloadError(RuntimeError):
+    """A download was refused or failed; the partial file is kept for a later resume unless it is corrupt."""
+
+
+@dataclass(frozen=True)
+class Download:
+    key: str
+    repo_path: str  # "<hf repo>/resolve/main/<file>"
+    folder: str  # ComfyUI model folder
+    name: str  # final file name in that folder
+    convert: bool = False  # an official pickle to convert to safetensors
+
+
+DOWNLOADS = (
+    Download("encoder", "ByteDance/FaceCLIP/resolve/main/model/face_clip_encoder.pt", "faceclip",
+             "faceclip_sdxl_encoder.safetensors", convert=True),
+    Download("unet", "ByteDance/FaceCLIP/resolve/main/model/unet.pt", "diffusion_models",
+             "faceclip_sdxl_unet.safetensors", convert=True),
+    Download("vae", "stabilityai/sdxl-vae/resolve/main/sdxl_vae.safetensors", "vae", "sdxl_vae.safetensors"),
+)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        return None  # keep the first answer: Hugging Face puts the checksum on the redirect itself
+
+
+def published_checksum(url: str) -> tuple[str, int]:
+    """(sha256 hex, size) the host publishes for ``url``; raises DownloadError when it publishes none."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        response = opener.open(request, timeout=60)  # noqa: S310 - https URL built from constants
+        headers = response.headers
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (301, 302, 303, 307, 308):
+            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        headers = exc.headers
+    etag = (headers.get("X-Linked-Etag") or "").strip('"').lower()
+    size = headers.get("X-Linked-Size") or headers.get("Content-Length")
+    if len(etag) != 64 or any(c not in "0123456789abcdef" for c in etag) or not size:
+        raise DownloadError(f"{url}: the host publishes no SHA-256 for this file, so it cannot be verified; "
+                            "download it by hand instead")
+    return etag, int(size)
+
+
+def _sha256_of(path: Path) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    if path.exists():
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                digest.update(block)
+    return digest
+
+
+def fetch(url: str, target: Path) -> Path:
+    """Download ``url`` to ``target`` (verified, resumable); returns ``target``. An existing target is kept."""
+    if target.exists():
+        log.info("%s exists; skipped", target)
+        return target
+    sha256, size = published_checksum(url)
+    part = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        have = 0
+    digest = _sha256_of(part)
+    if have < size:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - https URL from constants
+            if have and response.status != 206:  # the server ignored the range: start over
+                have, digest = 0, hashlib.sha256()
+            log.info("%s: %s %.1f MB of %.1f MB", target.name, "resuming at" if have else "downloading",
+                     have / 1e6, size / 1e6)
+            with open(part, "ab" if have else "wb") as f:
+                next_report = have + size // 20
+                while block := response.read(CHUNK):
+                    f.write(block)
+                    digest.update(block)
+                    have += len(block)
+                    if have >= next_report:
+                        log.info("%s: %d%%", target.name, 100 * have // size)
+                        next_report += size // 20
+    if have < size:
+        raise DownloadError(f"{target.name}: the connection ended at {have / 1e6:.1f} of {size / 1e6:.1f} MB; "
+                            "run the command again to resume")
+    if have != size or digest.hexdigest() != sha256:
+        part.unlink()
+        raise DownloadError(f"{target.name}: checksum mismatch (got {have} bytes, sha256 {digest.hexdigest()}; "
+                            f"expected {size} bytes, {sha256}); the partial file was deleted, run again")
+    os.replace(part, target)
+    log.info("%s: verified (sha256 %s)", target, sha256)
+    return target
+
+
+def install(item: Download, models_dir: Path, base_url: str = HF, keep_originals: bool = False) -> Path:
+    final = models_dir / item.folder / item.name
+    if final.exists():
+        log.info("%s exists; skipped", final)
+        return final
+    url = f"{base_url.rstrip('/')}/{item.repo_path}"
+    if not item.convert:
+        return fetch(url, final)
+    original = fetch(url, models_dir / ".faceclip_downloads" / Path(item.repo_path).name)
+    from faceclip_core.convert import convert  # torch is only needed for this step
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    convert(original, final)
+    if not keep_originals:
+        original.unlink()
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m faceclip_headless.download", description=__doc__.split("\n\n")[0])
+    p.add_argument("--comfyui", type=Path, help="ComfyUI folder (its models/ receives the files)")
+    p.add_argument("--models-dir", type=Path, help="a models folder to fill instead of <ComfyUI>/models")
+    p.add_argument("--only", default=",".join(d.key for d in DOWNLOADS),
+                   help="comma-separated subset of: " + ", ".join(d.key for d in DOWNLOADS))
+    p.add_argument("--keep-originals", action="store_true", help="keep the official .pt files after converting")
+    p.add_argument("--base-url", default=HF, help=argparse.SUPPRESS)  # a mirror, or a local server in tests
+    args = p.parse_args(argv)
+    models = args.models_dir or (args.comfyui / "models" if args.comfyui else None)
+    if models is None:
+        p.error("give --comfyui or --models-dir")
+    wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+    unknown = wanted - {d.key for d in DOWNLOADS}
+    if unknown:
+        p.error(f"unknown --only entries: {', '.join(sorted(unknown))}")
+    log.info("FaceCLIP weights are licensed CC-BY-NC-4.0 (non-commercial use only).")
+    failed = 0
+    for item in DOWNLOADS:
+        if item.key in wanted:
+            try:
+                install(item, models, args.base_url, args.keep_originals)
+            except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                # The .part file stays for the next run to resume from.
+                log.error("%s: %s", item.key, exc)
+                failed += 1
+    log.info("Face detection pack: download insightface's antelopev2 yourself (non-commercial research licence) "
+             "and unzip it so that %s exists.", models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The download command against a real HTTP server on 127.0.0.1 that behaves like Hugging Face: the file URL
+redirects to a CDN and the redirect carries the file's SHA-256 (X-Linked-Etag) and size; the CDN honours Range."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceclip_core import load_encoder
+from faceclip_headless.download import DOWNLOADS, main
+from tests.core._encoder_fixture import fixture_state_dict
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        self.files: dict[str, bytes] = {}  # repo path -> content
+        self.published: dict[str, str | None] = {}  # repo path -> sha256 the hub claims (None: no LFS checksum)
+        self.cut_next_download_at: int | None = None  # close the connection after this many bytes, once
+        self.ranges: list[str | None] = []
+
+    def publish(self, repo_path: str, data: bytes, sha256: str | None = "real") -> None:
+        self.files[repo_path] = data
+        self.published[repo_path] = hashlib.sha256(data).hexdigest() if sha256 == "real" else sha256
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def _redirect(self, repo_path: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", f"/cdn/{repo_path}")
+        if self.server.published[repo_path]:
+            self.send_header("X-Linked-Etag", f'"{self.server.published[repo_path]}"')
+        self.send_header("X-Linked-Size", str(len(self.server.files[repo_path])))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        path = self.path.lstrip("/")
+        if path in self.server.files:
+            self._redirect(path)
+        else:
+            self.send_error(404)
+
+    def do_GET(self) -> None:
+        path = self.path.lstrip("/")
+        if path in self.server.files:
+            return self._redirect(path)
+        if not path.startswith("cdn/") or path[4:] not in self.server.files:
+            return self.send_error(404)
+        data = self.server.files[path[4:]]
+        rng = self.headers.get("Range")
+        self.server.ranges.append(rng)
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        cut = self.server.cut_next_download_at
+        if cut is not None:
+            self.server.cut_next_download_at = None
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the network drops mid-file
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hub():
+    server = FakeHub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def repo_path(key: str) -> str:
+    return next(d.repo_path for d in DOWNLOADS if d.key == key)
+
+
+def download(hub: FakeHub, models: Path, *only: str) -> int:
+    return main(["--models-dir", str(models), "--only", ",".join(only), "--base-url", hub.url])
+
+
+def test_downloads_verifies_and_never_downloads_twice(hub, tmp_path):
+    data = bytes(range(256)) * 4000
+    hub.publish(repo_path("vae"), data)
+    assert download(hub, tmp_path, "vae") == 0
+    target = tmp_path / "vae" / "sdxl_vae.safetensors"
+    assert target.read_bytes() == data
+    assert not list(tmp_path.rglob("*.part"))
+    hub.ranges.clear()
+    assert download(hub, tmp_path, "vae") == 0
+    assert hub.ranges == []  # already there: nothing fetched
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(hub, tmp_path):
+    data = bytes(reversed(range(256))) * 40000
+    hub.publish(repo_path("vae"), data)
+    hub.cut_next_download_at = 3_000_000
+    assert download(hub, tmp_path, "vae") == 1
+    part = tmp_path / "vae" / "sdxl_vae.safetensors.part"
+    assert 0 < part.stat().st_size < len(data)
+    assert not (tmp_path / "vae" / "sdxl_vae.safetensors").exists()
+    kept = part.stat().st_size
+    assert download(hub, tmp_path, "vae") == 0
+    assert hub.ranges[-1] == f"bytes={kept}-"  # only the rest was fetched
+    assert (tmp_path / "vae" / "sdxl_vae.safetensors").read_bytes() == data
+
+
+def test_a_checksum_mismatch_places_nothing(hub, tmp_path):
+    hub.publish(repo_path("vae"), b"tampered" * 1000, sha256=hashlib.sha256(b"the real file").hexdigest())
+    assert download(hub, tmp_path, "vae") == 1
+    assert not (tmp_path / "vae" / "sdxl_vae.safetensors").exists()
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_file_without_a_published_checksum_is_refused(hub, tmp_path):
+    hub.publish(repo_path("vae"), b"unverifiable" * 100, sha256=None)
+    assert download(hub, tmp_path, "vae") == 1
+    assert not (tmp_path / "vae").exists() or not any((tmp_path / "vae").iterdir())
+
+
+def test_the_official_encoder_pickle_is_converted_to_safetensors(hub, tmp_path):
+    pickle = tmp_path / "official.pt"
+    torch.save({f"model.{k}": v for k, v in fixture_state_dict().items()}, pickle)
+    hub.publish(repo_path("encoder"), pickle.read_bytes())
+    assert download(hub, tmp_path / "models", "encoder") == 0
+    converted = tmp_path / "models" / "faceclip" / "faceclip_sdxl_encoder.safetensors"
+    assert converted.read_bytes()[:8] != b"PK\x03\x04"  # not a zip pickle
+    encoder = load_encoder(converted)
+    assert encoder.face_clip_l.positional_embedding.shape[0] == 77
+    assert not (tmp_path / "models" / ".faceclip_downloads" / "face_clip_encoder.pt").exists()
