@@ -44,7 +44,7 @@ class FaceCLIPEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, faceclip, faces, prompt: str, negative: str, identity: str) -> io.NodeOutput:
-        crops = torch.from_numpy(faces.crops).permute(0, 3, 1, 2).float().div_(255.0)
+        crops = torch.from_numpy(faces.crops_float()).permute(0, 3, 1, 2)
         mask = torch.from_numpy(faces.has_face)
         embeddings, pooled = encode_in_chunks(faceclip.encode, crops, [prompt] * len(faces), mask,
                                               between=progress_callback(len(faces)))

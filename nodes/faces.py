@@ -6,15 +6,16 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..faceclip_core.faces import (NO_FACE_POLICIES, SELECTION_POLICIES, FaceSelection, NoFaceError,
-                                   PrepareConfig, PreparedFaces, letterbox_batch, prepare_faces)
+                                   PrepareConfig, PreparedFaces, letterbox_batch, prepare_faces, to_float01)
 from .progress import progress_callback
 from .types import FaceModels, Faces
 
 PICKER_KEY = "faceclip_faces"  # ui payload the face picker (web/faceclip_picker.js) reads
 
 
-def _image(batch_uint8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(batch_uint8).float().div_(255.0)
+def as_image(batch_uint8: np.ndarray) -> torch.Tensor:
+    """[N,H,W,3] uint8 -> ComfyUI IMAGE."""
+    return torch.from_numpy(to_float01(batch_uint8))
 
 
 def picker_payload(prepared: PreparedFaces, cls: type[io.ComfyNode]) -> list[dict]:
@@ -23,7 +24,7 @@ def picker_payload(prepared: PreparedFaces, cls: type[io.ComfyNode]) -> list[dic
     for im in prepared.images:
         thumbs = []
         if im.thumbnails is not None and len(im.thumbnails):
-            thumbs = ui.ImageSaveHelper.save_images(_image(im.thumbnails), "faceclip_face", io.FolderType.temp,
+            thumbs = ui.ImageSaveHelper.save_images(as_image(im.thumbnails), "faceclip_face", io.FolderType.temp,
                                                     cls, compress_level=1)
         payload.append({
             "image": im.index, "status": im.status, "chosen": im.chosen, "reason": im.reason,
@@ -75,6 +76,6 @@ class FaceCLIPPrepareFaces(io.ComfyNode):
                 raise
             # Every photo was skipped: stop only the branch that needs a face, with the reason, not the queue.
             return io.NodeOutput(None, None, None, block_execution=str(exc))
-        preview = _image(letterbox_batch(prepared.annotated()))
+        preview = as_image(letterbox_batch(prepared.annotated()))
         ui_out = {**ui.PreviewImage(preview, cls=cls).as_dict(), PICKER_KEY: picker_payload(prepared, cls)}
-        return io.NodeOutput(prepared, _image(prepared.crops), preview, ui=ui_out)
+        return io.NodeOutput(prepared, as_image(prepared.crops), preview, ui=ui_out)

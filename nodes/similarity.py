@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..faceclip_core.faces import (FaceSelection, PrepareConfig, annotate_faces, letterbox_batch, prepare_faces,
                                    similarity_to_reference, to_rgb_uint8)
+from .faces import as_image
 from .progress import progress_callback
 from .types import FaceModels, Faces
 
@@ -49,5 +50,5 @@ class FaceCLIPFaceSimilarity(io.ComfyNode):
             pictures.append(annotate_faces(to_rgb_uint8(images[im.index]), im.faces, im.chosen, message=label))
         found = scores[~np.isnan(scores)]
         mean = float(found.mean()) if len(found) else 0.0
-        annotated = torch.from_numpy(letterbox_batch(pictures)).float().div_(255.0)
+        annotated = as_image(letterbox_batch(pictures))
         return io.NodeOutput(mean, annotated, ui={"text": [f"{s:.3f}" for s in scores.tolist()]})

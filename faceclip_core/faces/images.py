@@ -155,8 +155,9 @@ def to_rgb_uint8(image: Any, *, index: int | None = None) -> np.ndarray:
 
 
 def to_float01(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> float32 in [0, 1] (the ComfyUI IMAGE convention), same shape."""
-    return np.asarray(images, dtype=np.float32) * np.float32(1.0 / 255.0)
+    """uint8 images -> float32 in [0, 1] (the ComfyUI IMAGE convention), same shape. Divides by 255 exactly as
+    torchvision's ToTensor does, so crops reach FaceCLIP bit for bit as in the official pipeline."""
+    return np.asarray(images, dtype=np.float32) / np.float32(255.0)
 
 
 def check_landmarks(landmarks: Any) -> np.ndarray:
