@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -28,6 +29,9 @@ NODE_MODULES = TEST_ENV / "node" / "node_modules"
 CHROMIUM = Path(os.environ.get("FACECLIP_CHROMIUM", "/usr/bin/chromium"))
 WORKFLOWS = REPO / "workflows"
 APP = "window.comfyAPI?.app?.app"  # the frontend's ComfyApp, as scripts/app.js exports it to extensions
+# For the face picker: two marker faces the stand-in detector finds; "largest" picks the big one.
+PICKER_PHOTO = "picker_two_faces.png"
+PICKER_FACES = [MarkerFace((30, 50, 150, 190), 0.8), MarkerFace((200, 40, 250, 100), 0.95)]
 
 
 class BrowserError(AssertionError):
@@ -86,7 +90,8 @@ class Browser:
         return self.call("click", selector=selector, timeout_ms=timeout * 1000, reply_timeout=timeout + 10)
 
     def screenshot(self, name: str) -> Path:
-        path = self.artifacts / f"{len(self.screenshots) + 1:02d}-{name}.png"
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+        path = self.artifacts / f"{len(self.screenshots) + 1:02d}-{safe}.png"
         self.call("screenshot", path=str(path))
         self.screenshots.append(path)
         if os.environ.get("FACECLIP_TEST_ARTIFACTS"):
@@ -170,12 +175,14 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def workflow_photos(comfy_server, tmp_path_factory) -> dict[str, str]:
-    """Every image a shipped workflow's LoadImage names is in the server's input folder before the page boots
-    (the frontend lists input files once, at start); one not there yet becomes a photo with one marker face."""
-    folder = tmp_path_factory.mktemp("workflow_photos")
+def input_photos(comfy_server, tmp_path_factory) -> dict[str, str]:
+    """Photos in the server's input folder before the page boots (the frontend lists input files once, at start):
+    the face picker's two-face photo, and every image a shipped workflow's LoadImage names (one not there yet
+    becomes a photo with one marker face)."""
+    folder = tmp_path_factory.mktemp("browser_photos")
     client = ComfyClient(comfy_server.url, timeout=120)
-    names = {}
+    Image.fromarray(scene(256, 288, PICKER_FACES)).save(folder / PICKER_PHOTO)
+    names = {PICKER_PHOTO: client.upload_image(folder / PICKER_PHOTO, overwrite=True)}
     for path in sorted(WORKFLOWS.glob("*.json")):
         for node in json.loads(path.read_text()).get("nodes", []):
             if node.get("type") != "LoadImage" or not node.get("widgets_values"):
@@ -193,7 +200,7 @@ def workflow_photos(comfy_server, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def browser(comfy_server, workflow_photos, artifacts, tmp_path_factory) -> Browser:
+def browser(comfy_server, input_photos, artifacts, tmp_path_factory) -> Browser:
     """The ComfyUI frontend, booted, with this pack's extension loaded; shared by the browser tests."""
     _check_tools()
     user_data = tmp_path_factory.mktemp("chromium_profile")

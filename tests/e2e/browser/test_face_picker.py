@@ -1,14 +1,7 @@
 """The face picker (web/faceclip_picker.js) in the real frontend: thumbnails after Prepare Faces, click to pick."""
 from __future__ import annotations
 
-import pytest
-from PIL import Image
-
-from tests.e2e.browser.conftest import APP
-from tests.support.fake_insightface import MarkerFace, scene
-
-# The stand-in detector finds pink rectangles; the big one is picked by the default "largest" policy.
-BIG, SMALL = MarkerFace((30, 50, 150, 190), 0.8), MarkerFace((200, 40, 250, 100), 0.95)
+from tests.e2e.browser.conftest import APP, PICKER_PHOTO
 
 BUILD_GRAPH = """async (image) => {
   const app = %(app)s;
@@ -57,17 +50,10 @@ PICKER_READY = """([id, used]) => {
 }""" % {"state": PICKER_STATE}
 
 
-@pytest.fixture
-def two_face_photo(client, tmp_path) -> str:
-    path = tmp_path / "picker_two_faces.png"
-    Image.fromarray(scene(256, 288, [BIG, SMALL])).save(path)
-    return client.upload_image(path, overwrite=True)
-
-
-def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, two_face_photo):
-    node_id = browser.eval(BUILD_GRAPH, two_face_photo)
+def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, input_photos):
+    node_id = browser.eval(BUILD_GRAPH, input_photos[PICKER_PHOTO])
     browser.click('[data-testid="queue-button"]')
-    state = browser.wait_for(PICKER_READY, [node_id, None], timeout=90, what="face thumbnails")
+    state = browser.wait_for(PICKER_READY, [node_id, None], timeout=60, what="face thumbnails")
     browser.screenshot("picker-after-run")
     assert sorted(f["number"] for f in state["faces"]) == ["#0", "#1"], state
     assert state["selection"] == "largest", state
@@ -83,7 +69,7 @@ def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, tw
     browser.screenshot("picker-after-click")
 
     browser.click('[data-testid="queue-button"]')  # re-queue from the UI: the clicked face is used now
-    browser.wait_for(PICKER_READY, [node_id, other], timeout=90, what="the picked face to be used")
+    browser.wait_for(PICKER_READY, [node_id, other], timeout=60, what="the picked face to be used")
     browser.screenshot("picker-after-requeue")
     errors = [e for e in browser.events() if e["kind"] == "pageerror" or "faceclip_picker" in e["text"]]
     assert errors == [], errors

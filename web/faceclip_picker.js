@@ -1,0 +1,179 @@
+// Face picker for "Prepare Faces" (FaceCLIPPrepareFaces).
+//
+// After the node runs, the faces it found are shown on the node as numbered thumbnails (#j = the number on
+// the annotated preview). The face used in that run has a green frame. Clicking face #j sets the node's
+// `selection` widget to "index" and its `index` widget to j, so the next queue uses that face.
+//
+// Plain ES module for the frontend ComfyUI 0.30.0 ships (comfyui-frontend-package 1.47.12); no build step.
+// Data: the node's UI output key "faceclip_faces" (nodes/faces.py, PICKER_KEY): one entry per input photo,
+// {image, status, chosen, reason, faces: [{index, score, box, thumbnail: {filename, subfolder, type}}]}.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const EXTENSION = "faceclip.FacePicker";
+const NODE_TYPE = "FaceCLIPPrepareFaces";
+const OUTPUT_KEY = "faceclip_faces";
+const WIDGET_NAME = "faceclip_picker";
+const ROW_HEIGHT = 100; // label + 72 px thumbnail + scrollbar room
+const HINT_HEIGHT = 22;
+const MARGIN = 10; // the frontend's DOM widget margin, inside the height the widget asks for
+
+const STYLE = `
+.faceclip-picker { display: flex; flex-direction: column; gap: 4px; font: 11px sans-serif;
+  color: var(--input-text, #ddd); overflow: hidden; box-sizing: border-box; }
+.faceclip-picker-row { display: flex; flex-direction: column; height: ${ROW_HEIGHT - 4}px; }
+.faceclip-picker-label { height: 16px; line-height: 16px; opacity: 0.8; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.faceclip-picker-faces { display: flex; gap: 6px; overflow-x: auto; overflow-y: hidden; padding-bottom: 2px; }
+.faceclip-picker-face { position: relative; flex: 0 0 auto; width: 72px; height: 72px; padding: 0;
+  border: 3px solid #555; border-radius: 6px; background: #222; cursor: pointer; overflow: hidden; }
+.faceclip-picker-face img { width: 100%; height: 100%; object-fit: cover; display: block; }
+.faceclip-picker-face:hover { border-color: #9bd; }
+.faceclip-picker-face.faceclip-used { border-color: #2ecc40; }
+.faceclip-picker-face.faceclip-picked { border-color: #ffd000; border-style: dashed; }
+.faceclip-picker-face.faceclip-used.faceclip-picked { border-color: #2ecc40; border-style: solid; }
+.faceclip-picker-num { position: absolute; left: 2px; top: 2px; padding: 0 4px; border-radius: 4px;
+  background: rgba(0, 0, 0, 0.75); color: #fff; font: bold 12px sans-serif; }
+.faceclip-picker-hint { height: ${HINT_HEIGHT - 4}px; line-height: ${HINT_HEIGHT - 4}px; opacity: 0.7;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+`;
+
+function addStyle() {
+  if (document.getElementById("faceclip-picker-style")) return;
+  const style = document.createElement("style");
+  style.id = "faceclip-picker-style";
+  style.textContent = STYLE;
+  document.head.appendChild(style);
+}
+
+function widget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+function viewUrl(file) {
+  const query = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "",
+                                      type: file.type ?? "temp" });
+  return api.apiURL(`/view?${query}`);
+}
+
+/** The face the widgets now ask for (-1 when the selection policy is not "index"). */
+function pickedIndex(node) {
+  return widget(node, "selection")?.value === "index" ? Number(widget(node, "index")?.value) : -1;
+}
+
+function setWidget(node, name, value) {
+  const w = widget(node, name);
+  if (!w || w.value === value) return;
+  const old = w.value;
+  w.value = value;
+  w.callback?.(w.value, app.canvas, node);
+  node.onWidgetChanged?.(name, value, old, w);
+}
+
+function pick(node, index) {
+  setWidget(node, "selection", "index");
+  setWidget(node, "index", index);
+  node.graph?.setDirtyCanvas?.(true, true); // redraw; the workflow's change tracker records the new values
+  render(node);
+}
+
+function render(node) {
+  const state = node.faceclipPicker;
+  const images = state.images;
+  const picked = pickedIndex(node);
+  const root = state.element;
+  root.replaceChildren();
+  for (const image of images) {
+    const row = document.createElement("div");
+    row.className = "faceclip-picker-row";
+    const label = document.createElement("div");
+    label.className = "faceclip-picker-label";
+    const n = image.faces?.length ?? 0;
+    label.textContent = `Photo ${image.image + 1}: ` + (image.status === "ok"
+      ? `${n} face${n === 1 ? "" : "s"}, using #${image.chosen}`
+      : `${image.status}${image.reason ? ` (${image.reason})` : ""}`);
+    label.title = label.textContent;
+    const faces = document.createElement("div");
+    faces.className = "faceclip-picker-faces";
+    for (const face of image.faces ?? []) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "faceclip-picker-face";
+      button.classList.toggle("faceclip-used", face.index === image.chosen);
+      button.classList.toggle("faceclip-picked", face.index === picked);
+      button.dataset.image = String(image.image);
+      button.dataset.index = String(face.index);
+      button.title = `Face #${face.index}, score ${Number(face.score).toFixed(2)}: click to use it`;
+      if (face.thumbnail) {
+        const img = document.createElement("img");
+        img.src = viewUrl(face.thumbnail);
+        img.alt = `face #${face.index}`;
+        img.draggable = false;
+        button.appendChild(img);
+      }
+      const num = document.createElement("span");
+      num.className = "faceclip-picker-num";
+      num.textContent = `#${face.index}`;
+      button.appendChild(num);
+      button.addEventListener("click", (e) => {
+        e.stopPropagation();
+        pick(node, face.index);
+      });
+      faces.appendChild(button);
+    }
+    row.append(label, faces);
+    root.appendChild(row);
+  }
+  const hint = document.createElement("div");
+  hint.className = "faceclip-picker-hint";
+  hint.textContent = picked >= 0 ? `Next run uses face #${picked} (selection: index)`
+                                 : "Click a face to use it (sets selection to index)";
+  root.appendChild(hint);
+}
+
+function show(node, images) {
+  if (!Array.isArray(images)) return;
+  if (!node.faceclipPicker) {
+    addStyle();
+    const element = document.createElement("div");
+    element.className = "faceclip-picker";
+    const state = { element, images: [] };
+    const height = () => state.images.length * ROW_HEIGHT + HINT_HEIGHT + 2 * MARGIN;
+    // serialize: false keeps it out of the saved widgets_values and out of the prompt.
+    state.widget = node.addDOMWidget(WIDGET_NAME, "faceclip_picker", element, {
+      serialize: false, hideOnZoom: false, margin: MARGIN, getMinHeight: height, getMaxHeight: height,
+    });
+    state.widget.serialize = false;
+    node.faceclipPicker = state;
+  }
+  node.faceclipPicker.images = images;
+  render(node);
+  const [w, h] = node.computeSize();
+  node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
+  node.graph?.setDirtyCanvas?.(true, true);
+}
+
+function register() {
+  if (window.__faceclipPickerRegistered || app.extensions?.some?.((e) => e.name === EXTENSION)) return;
+  window.__faceclipPickerRegistered = true;
+  app.registerExtension({
+    name: EXTENSION,
+    async beforeRegisterNodeDef(nodeType, nodeData) {
+      if (nodeData?.name !== NODE_TYPE) return;
+      const onExecuted = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        onExecuted?.apply(this, arguments);
+        show(this, output?.[OUTPUT_KEY]);
+      };
+    },
+    // Outputs restored by the frontend (opening a finished job from the queue) rather than sent live.
+    onNodeOutputsUpdated(outputs) {
+      for (const [id, output] of Object.entries(outputs ?? {})) {
+        const node = app.rootGraph?.getNodeById?.(id);
+        if (node?.type === NODE_TYPE && output?.[OUTPUT_KEY]) show(node, output[OUTPUT_KEY]);
+      }
+    },
+  });
+}
+
+register();
