@@ -38,6 +38,10 @@ def test_object_info_lists_every_node_of_the_pack(client):
     for node_id in ours:  # every node has a help page, served by ComfyUI from the pack's web/docs
         page = client.get_bytes(f"/extensions/comfyui-faceclip/docs/{node_id}.md").decode()
         assert page.startswith("# ") and len(page) > 200, node_id
+    for node_id in ours:  # every input explains itself on hover
+        for section in ("required", "optional"):
+            for name, spec in info[node_id]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     loader = info["FaceCLIPLoader"]["input"]["required"]
     assert TINY_FACECLIP in loader["encoder_name"][1]["options"]  # the registered faceclip folder is listed
 
