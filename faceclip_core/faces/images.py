@@ -55,6 +55,18 @@ def split_images(images: Any) -> list[Any]:
     return [images]
 
 
+def _float_scale(lo: float, hi: float, index: int | None) -> float:
+    """Factor to 0..255 for float pixels with range [lo, hi]: [0, 1] images (ComfyUI) scale by 255, images that
+    are clearly 0..255 already by 1. Non-finite values are refused."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise FaceInputError(f"{_where(index)} contains NaN or infinite values", image_index=index)
+    if hi > _FLOAT_255_THRESHOLD:
+        logger.warning("%s is float with values above %.1f; treating it as 0..255",
+                       _where(index), _FLOAT_255_THRESHOLD)
+        return 1.0
+    return 255.0
+
+
 def _tensor_to_uint8(t: Any, index: int | None) -> np.ndarray:
     """Convert a torch tensor with tensor ops (multi-threaded, no float64 copy)."""
     import torch  # only reached when the caller passed a tensor, so torch is installed
@@ -64,14 +76,7 @@ def _tensor_to_uint8(t: Any, index: int | None) -> np.ndarray:
         t = t.to(device="cpu", dtype=torch.float32)
         # one pass: NaN propagates into min/max, infinities show up in them
         lo, hi = (float(v) for v in torch.aminmax(t))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise FaceInputError(f"{_where(index)} contains NaN or infinite values",
-                                 image_index=index)
-        scale = 255.0
-        if hi > _FLOAT_255_THRESHOLD:
-            logger.warning("%s is float with values above %.1f; treating it as 0..255",
-                           _where(index), _FLOAT_255_THRESHOLD)
-            scale = 1.0
+        scale = _float_scale(lo, hi, index)
         return t.mul(scale).clamp_(0, 255).round_().to(torch.uint8).numpy()
     return _array_to_uint8(t.cpu().numpy(), index)
 
@@ -85,14 +90,7 @@ def _array_to_uint8(a: np.ndarray, index: int | None) -> np.ndarray:
     if np.issubdtype(a.dtype, np.floating):
         a32 = a.astype(np.float32, copy=False)
         lo, hi = float(a32.min()), float(a32.max())  # NaN propagates, inf shows
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise FaceInputError(f"{_where(index)} contains NaN or infinite values",
-                                 image_index=index)
-        scale = 255.0
-        if hi > _FLOAT_255_THRESHOLD:
-            logger.warning("%s is float with values above %.1f; treating it as 0..255",
-                           _where(index), _FLOAT_255_THRESHOLD)
-            scale = 1.0
+        scale = _float_scale(lo, hi, index)
         out = np.multiply(a32, scale, dtype=np.float32)
         np.clip(out, 0, 255, out=out)
         np.rint(out, out=out)
