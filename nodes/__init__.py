@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from .encode import FaceCLIPEncode, FaceCLIPTextEncode
 from .faces import FaceCLIPPrepareFaces
+from .identity import FaceCLIPApplyIDEmbedding, FaceCLIPLoadIDEmbedding, FaceCLIPTrainIDEmbedding
 from .folders import register_model_folders
 from .loaders import FaceCLIPFaceDetectorLoader, FaceCLIPLoader
 from .similarity import FaceCLIPFaceSimilarity
@@ -17,6 +18,9 @@ NODES: list[type[io.ComfyNode]] = [
     FaceCLIPEncode,
     FaceCLIPTextEncode,
     FaceCLIPFaceSimilarity,
+    FaceCLIPTrainIDEmbedding,
+    FaceCLIPLoadIDEmbedding,
+    FaceCLIPApplyIDEmbedding,
 ]
 
 __all__ = ["NODES", "register_model_folders"]

@@ -11,10 +11,12 @@ import folder_paths
 
 FACECLIP = "faceclip"  # FaceCLIP encoder weights (.safetensors, or the official .pt read with weights_only)
 INSIGHTFACE = "insightface"  # roots holding insightface model-pack folders (antelopev2/, buffalo_l/, ...)
+IDENTITY_STATE = "faceclip_identity_state"  # resumable training state of ID embeddings (optimizer, step, RNG)
 
 _FOLDERS = {
     FACECLIP: set(folder_paths.supported_pt_extensions),
     INSIGHTFACE: {".onnx"},
+    IDENTITY_STATE: {".safetensors"},
 }
 
 

@@ -6,3 +6,4 @@ from comfy_api.latest import io
 FaceCLIP = io.Custom("FACECLIP")  # nodes.faceclip_model.FaceCLIPModel
 FaceModels = io.Custom("FACECLIP_FACE_MODELS")  # faceclip_core.faces.FaceModels
 Faces = io.Custom("FACECLIP_FACES")  # faceclip_core.faces.PreparedFaces: aligned crops of one identity
+IDEmbeddingType = io.Custom("FACECLIP_ID_EMBEDDING")  # faceclip_core.identity.IDEmbedding

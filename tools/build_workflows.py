@@ -144,8 +144,55 @@ def likeness_check() -> list[N]:
     ]
 
 
+def id_embedding_nodes(method: str, name: str, prompt: str, steps: int, lr: float) -> list[N]:
+    """SDXL checkpoint + photo -> Train ID Embedding -> Apply ID Embedding -> KSampler (any SDXL checkpoint)."""
+    return [
+        N("ckpt", "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        N("detector", "FaceCLIPFaceDetectorLoader", (0, 160), {"pack": "antelopev2", "provider": "CPU",
+                                                               "det_size": 640}),
+        N("photo", "LoadImage", (0, 330), {"image": "faceclip_example.png"}, size=(300, 360)),
+        N("faces", "FaceCLIPPrepareFaces", (330, 330), {"selection": "largest", "index": 0, "on_no_face": "raise"},
+          {"face_models": ("detector", 0), "images": ("photo", 0)}, size=(320, 420)),
+        N("train", "FaceCLIPTrainIDEmbedding", (680, 0), {
+            "method": method, "name": name, "steps": steps, "learning_rate": lr, "seed": 0, "resolution": 1024,
+            "batch_size": 1, "resume": False, "overwrite": False},
+          {"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "faces": ("faces", 0)}, size=(360, 700)),
+        N("apply", "FaceCLIPApplyIDEmbedding", (1080, 0), {"prompt": prompt},
+          {"model": ("ckpt", 0), "clip": ("ckpt", 1), "id_embedding": ("train", 0)}, size=(400, 260)),
+        N("negative", "CLIPTextEncode", (1080, 300), {"text": "blurry, low quality, deformed"},
+          {"clip": ("ckpt", 1)}, size=(400, 160)),
+        N("latent", "EmptyLatentImage", (1520, 420), {"width": 1024, "height": 1024, "batch_size": 1}),
+        N("sample", "KSampler", (1520, 0), {"seed": SEED, "steps": 30, "cfg": 6.0, "sampler_name": "euler",
+                                            "scheduler": "normal", "denoise": 1.0},
+          {"model": ("apply", 0), "positive": ("apply", 1), "negative": ("negative", 0),
+           "latent_image": ("latent", 0)}),
+        N("decode", "VAEDecode", (1860, 0), links={"samples": ("sample", 0), "vae": ("ckpt", 2)}),
+        N("save", "SaveImage", (1860, 120), {"filename_prefix": f"ID_{method}"}, {"images": ("decode", 0)},
+          size=(432, 620)),
+    ]
+
+
+def id_ea() -> list[N]:
+    return id_embedding_nodes("ID-EA", "my_identity_idea", "a photo of {id} person wearing an oversized "
+                              "sweater, in a cafe", 320, 0.005) + [
+        note("about", "**ID-EA identity embedding (any SDXL checkpoint).** Trains 2 tokens from 1-5 photos "
+             "(320 steps, GPU recommended) and saves models/embeddings/my_identity_idea.safetensors: a standard "
+             "embedding, so afterwards `embedding:my_identity_idea` works in any CLIPTextEncode prompt. Here "
+             "Apply ID Embedding puts it where {id} stands. Press Cancel to stop: the state is saved; queue "
+             "again with resume on to continue.", (0, -260))]
+
+
+def sefi_ide() -> list[N]:
+    return id_embedding_nodes("SeFi-IDE", "my_identity_sefi", "a photo of {id} wearing drop earrings, "
+                              "eyes closed", 400, 0.005) + [
+        note("about", "**SeFi-IDE identity embedding (any SDXL checkpoint).** Trains per-noise-stage key/value "
+             "tokens with the face-wise attention loss. Apply ID Embedding patches the model so keys and values "
+             "use the stage of the current noise level, on the positive prompt only: connect both its outputs "
+             "to KSampler.", (0, -260))]
+
+
 WORKFLOWS = {"basic": basic, "several_photos": several_photos, "two_people": two_people,
-             "likeness_check": likeness_check}
+             "likeness_check": likeness_check, "id_ea": id_ea, "sefi_ide": sefi_ide}
 
 
 def _is_widget(spec: list) -> bool:
@@ -211,7 +258,7 @@ def to_ui(spec: list[N], info: dict) -> dict:
                 node["title"] = n.title
         ui_nodes.append(node)
     return {"last_node_id": len(spec), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [40, 300]}}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [140, 460]}}, "version": 0.4}
 
 
 def thumbnail(spec: list[N], path: Path) -> None:

@@ -41,6 +41,10 @@ def make_small(prompt: dict, photos: list[str]) -> None:
         prompt[node_id]["inputs"]["steps"] = 2
     for node_id in find_nodes(prompt, "EmptyLatentImage"):
         prompt[node_id]["inputs"].update(width=64, height=64)
+    for node_id in find_nodes(prompt, "CheckpointLoaderSimple"):  # no full SDXL checkpoint here: tiny parts
+        prompt[node_id] = {"class_type": "FaceCLIPTest_SDXLParts", "inputs": {}}
+    for node_id in find_nodes(prompt, "FaceCLIPTrainIDEmbedding"):
+        prompt[node_id]["inputs"].update(steps=1, resolution=64, overwrite=True)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

@@ -59,9 +59,98 @@ class DeviceMemory(io.ComfyNode):
         return io.NodeOutput(ui={"memory": [{"device": str(device), "peak_allocated_bytes": peak}]})
 
 
+class SaveConditioning(io.ComfyNode):
+    """Writes a CONDITIONING's first tensor and pooled output to output/<name>.safetensors (tests read it)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_SaveConditioning", category="testing",
+                         inputs=[io.Conditioning.Input("conditioning"), io.String.Input("name")], outputs=[],
+                         is_output_node=True)
+
+    @classmethod
+    def execute(cls, conditioning, name: str) -> io.NodeOutput:
+        import os
+
+        import folder_paths
+        from safetensors.torch import save_file
+
+        tensor, extras = conditioning[0]
+        path = os.path.join(folder_paths.get_output_directory(), f"{name}.safetensors")
+        tensors = {"cond": tensor.float().contiguous()}
+        if extras.get("pooled_output") is not None:
+            tensors["pooled"] = extras["pooled_output"].float().contiguous()
+        save_file(tensors, path)
+        return io.NodeOutput(ui={"saved": [path]})
+
+
+class ProbeSample(io.ComfyNode):
+    """KSampler (euler, normal) that records what every cross-attention receives as keys' and values' context,
+    after all other attn2 patches: per call the block, sigma, cond_or_uncond and, per batch row, sums of the
+    context and value and whether they are equal. Also reports the sums of the given positive and negative."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_ProbeSample", category="testing",
+                         inputs=[io.Model.Input("model"), io.Conditioning.Input("positive"),
+                                 io.Conditioning.Input("negative"), io.Latent.Input("latent"),
+                                 io.Int.Input("steps", default=4), io.Float.Input("cfg", default=5.0)],
+                         outputs=[io.Latent.Output()], is_output_node=True)
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps: int, cfg: float) -> io.NodeOutput:
+        import nodes
+        import torch
+
+        records = []
+
+        def probe(n, context, value, extra):
+            value = context if value is None else value
+            records.append({
+                "block": list(extra.get("block", ())), "cond_or_uncond": list(extra.get("cond_or_uncond", [])),
+                "sigma": float(extra["sigmas"].reshape(-1)[0]),
+                "rows": [{"context": float(context[i].float().sum()), "value": float(value[i].float().sum()),
+                          "same": bool(torch.equal(context[i], value[i]))} for i in range(context.shape[0])]})
+            return n, context, value
+
+        probed = model.clone()
+        probed.set_model_attn2_patch(probe)  # runs after the patches already on the model
+        (out,) = nodes.common_ksampler(probed, 0, steps, cfg, "euler", "normal", positive, negative, latent)
+        sums = {"positive": float(positive[0][0].float().sum()), "negative": float(negative[0][0].float().sum())}
+        return io.NodeOutput(out, ui={"calls": records, "given": [sums]})
+
+
+class SDXLParts(io.ComfyNode):
+    """MODEL, CLIP, VAE as a CheckpointLoaderSimple of SDXL would give: the tiny UNet and VAE and a random
+    full-size SDXL CLIP (written by tests/harness/sdxl_clip.py on first use)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_SDXLParts", category="testing", inputs=[],
+                         outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()])
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        import importlib.util
+        from pathlib import Path
+
+        import folder_paths
+        import nodes
+
+        harness = Path(__file__).resolve().parents[2]
+        spec = importlib.util.spec_from_file_location("faceclip_test_sdxl_clip", harness / "sdxl_clip.py")
+        sdxl_clip = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sdxl_clip)
+        sdxl_clip.write(Path(folder_paths.get_folder_paths("text_encoders")[0]))
+        (model,) = nodes.UNETLoader().load_unet("tiny_sdxl_unet.safetensors", "default")
+        (clip,) = nodes.DualCLIPLoader().load_clip(sdxl_clip.CLIP_L_NAME, sdxl_clip.CLIP_G_NAME, "sdxl")
+        (vae,) = nodes.VAELoader().load_vae("tiny_sdxl_vae.safetensors")
+        return io.NodeOutput(model, clip, vae)
+
+
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [ConditioningShapes, RandomConditioning, DeviceMemory]
+        return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts]
 
 
 async def comfy_entrypoint() -> TestingExtension:

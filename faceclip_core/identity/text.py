@@ -1,0 +1,128 @@
+"""A differentiable SDXL text encoding (CLIP-L + CLIP-G) with learnable rows spliced into the token embeddings.
+
+ComfyUI's CLIP layers add their residuals in place, which autograd cannot differentiate through, and its
+encode path is built for inference. This runs the same weights out of place: any module tree with the
+HF/ComfyUI CLIP layout (``text_model.embeddings.{token,position}_embedding``, ``text_model.encoder.layers[i]``
+with ``layer_norm1``, ``self_attn(x, mask, attention)``, ``layer_norm2``, ``mlp``; ``text_model.final_layer_norm``;
+``text_projection``) works, so the core never imports ComfyUI.
+
+SDXL conditioning, as ComfyUI's CLIPTextEncode makes it: CLIP-L penultimate layer and CLIP-G penultimate layer
+(no final LayerNorm), concatenated per position -> [B, 77, 2048]; pooled = CLIP-G's final-LayerNorm state at the
+end token, projected -> [B, 1280]; only causal masking (no padding mask).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .prompts import PromptTokens
+
+ENCODERS: tuple[str, ...] = ("clip_l", "clip_g")
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
+               **_: Any) -> torch.Tensor:
+    b, n, d = q.shape
+    q, k, v = (t.view(b, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).reshape(b, n, d)
+
+
+@dataclass
+class CLIPStack:
+    """One CLIP text transformer. ``hidden_layer``: which layer's output is the context (-2 = penultimate)."""
+
+    module: Any
+    hidden_layer: int = -2
+    gradient_checkpointing: bool = False
+
+    @property
+    def width(self) -> int:
+        return int(self.module.text_model.embeddings.token_embedding.weight.shape[1])
+
+    def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        weight = self.module.text_model.embeddings.token_embedding.weight
+        return weight[ids.to(weight.device)].float()
+
+    def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tm = self.module.text_model
+        pos = tm.embeddings.position_embedding.weight.to(device=embeds.device, dtype=embeds.dtype)
+        x = embeds + pos[: embeds.shape[1]]
+        n = x.shape[1]
+        causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+        layers = list(tm.encoder.layers)
+        target = self.hidden_layer % len(layers)
+        hidden = None
+        last = len(layers) if want_pooled else target + 1  # the pooled output needs every layer
+        for i, layer in enumerate(layers[:last]):
+            if self.gradient_checkpointing and x.requires_grad:
+                x = checkpoint(_layer, layer, x, causal, use_reentrant=False)
+            else:
+                x = _layer(layer, x, causal)
+            if i == target:
+                hidden = x
+        pooled = None
+        if want_pooled:
+            final = tm.final_layer_norm(x)
+            pooled = self.module.text_projection(final[torch.arange(x.shape[0]), list(eos)]).float()
+        return hidden.float(), pooled
+
+
+def _layer(layer: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    x = x + layer.self_attn(layer.layer_norm1(x), mask, _attention)
+    return x + layer.mlp(layer.layer_norm2(x))
+
+
+@dataclass
+class SDXLTextEncoder:
+    """CLIP-L + CLIP-G; ``encode`` splices per-encoder rows ``[N, D]`` (or ``[B, N, D]``) into the slots."""
+
+    clip_l: CLIPStack
+    clip_g: CLIPStack
+    device: torch.device | str = "cpu"
+
+    def stacks(self) -> dict[str, CLIPStack]:
+        return {"clip_l": self.clip_l, "clip_g": self.clip_g}
+
+    def widths(self) -> dict[str, int]:
+        return {name: s.width for name, s in self.stacks().items()}
+
+    def word_rows(self, prompt: PromptTokens) -> dict[str, torch.Tensor]:
+        """The input token embeddings at ``prompt.slots`` (e.g. of the class word in a reference prompt)."""
+        out = {}
+        for name, stack in self.stacks().items():
+            ids = torch.tensor([prompt.ids[name][i] for i in prompt.slots], device=self.device)
+            out[name] = stack.token_embeddings(ids)
+        return out
+
+    def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        contexts = []
+        pooled = None
+        for name, stack in self.stacks().items():
+            ids = torch.tensor(prompt.ids[name], device=self.device).unsqueeze(0)
+            embeds = stack.token_embeddings(ids)
+            if rows is not None:
+                r = rows[name].to(self.device, torch.float32)
+                r = r.unsqueeze(0) if r.dim() == 2 else r
+                embeds = embeds.expand(r.shape[0], -1, -1)
+                slots = list(prompt.slots)
+                # out of place, so gradients reach the rows
+                keep = torch.ones(embeds.shape[1], 1, device=self.device)
+                keep[slots] = 0
+                placed = torch.zeros_like(embeds)
+                placed = placed.index_copy(1, torch.tensor(slots, device=self.device), r)
+                embeds = embeds * keep + placed
+            hidden, p = stack.forward(embeds, [prompt.eos] * embeds.shape[0], want_pooled=name == "clip_g")
+            contexts.append(hidden)
+            if p is not None:
+                pooled = p
+        b = max(c.shape[0] for c in contexts)
+        contexts = [c.expand(b, -1, -1) for c in contexts]
+        return torch.cat(contexts, dim=-1), pooled.expand(b, -1)

@@ -1,0 +1,144 @@
+"""Tiny stand-ins for the core tests of faceclip_core.identity (no ComfyUI): two CLIP text stacks in the
+HF/ComfyUI module layout, a word-level tokenizer with CLIP's special ids, and an epsilon-prediction denoiser
+whose one cross-attention calls attn2 hooks the way ComfyUI's transformer blocks do."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BOS, EOS = 49406, 49407
+WIDTHS = {"clip_l": 16, "clip_g": 24}
+
+
+class _Attn(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x, mask=None, optimized_attention=None):
+        return self.out_proj(optimized_attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, mask))
+
+
+class _MLP(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Layer(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.layer_norm1, self.layer_norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn, self.mlp = _Attn(d, 2), _MLP(d)
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(49408, d)
+        self.position_embedding = nn.Embedding(77, d)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, d: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_Layer(d) for _ in range(layers))
+
+
+class _TextModel(nn.Module):
+    def __init__(self, d: int, layers: int) -> None:
+        super().__init__()
+        self.embeddings, self.encoder, self.final_layer_norm = _Embeddings(d), _Encoder(d, layers), nn.LayerNorm(d)
+
+
+class TinyCLIP(nn.Module):
+    def __init__(self, d: int, layers: int = 3) -> None:
+        super().__init__()
+        self.text_model = _TextModel(d, layers)
+        self.text_projection = nn.Linear(d, d, bias=False)
+
+
+def text_encoder(seed: int = 0):
+    from faceclip_core.identity import CLIPStack, SDXLTextEncoder
+
+    torch.manual_seed(seed)
+    stacks = {n: TinyCLIP(d).requires_grad_(False) for n, d in WIDTHS.items()}
+    return SDXLTextEncoder(CLIPStack(stacks["clip_l"]), CLIPStack(stacks["clip_g"]))
+
+
+class WordTokenizer:
+    """Words -> stable ids (BOS/EOS like CLIP, 77 long; CLIP-L pads with EOS, CLIP-G with 0)."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        ids = [BOS] + [self.vocab.setdefault(w, 1000 + len(self.vocab)) for w in text.lower().split()] + [EOS]
+        return {"clip_l": ids + [EOS] * (77 - len(ids)), "clip_g": ids + [0] * (77 - len(ids))}
+
+
+class TinyDenoiser(nn.Module):
+    """eps-prediction on 4-channel latents, one cross-attention block ("middle", 0) with ComfyUI-style hooks."""
+
+    def __init__(self, context_dim: int = 40, pooled_dim: int = 24, ch: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.inp = nn.Conv2d(4, ch, 3, padding=1)
+        self.to_q, self.to_k, self.to_v = nn.Linear(ch, ch), nn.Linear(context_dim, ch), nn.Linear(context_dim, ch)
+        self.to_out = nn.Linear(ch, ch)
+        self.pool = nn.Linear(pooled_dim, ch)
+        self.out = nn.Conv2d(ch, 4, 3, padding=1)
+        with torch.no_grad():  # a strong text path, so that a few steps on tokens show in the loss
+            self.to_out.weight.mul_(4.0)
+            self.pool.weight.mul_(4.0)
+        self.requires_grad_(False)
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+        alphas = torch.cumprod(1 - betas, 0)
+        self.register_buffer("sigmas", ((1 - alphas) / alphas) ** 0.5)
+        self.patch = None  # an object with attn2_patch / attn2_replace (TrainingAttention)
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (context, value) fed to the keys/values
+
+    def sigma_of(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.sigmas[timesteps.long().clamp(0, 999)]
+
+    def add_noise(self, x0, noise, sigma):
+        return x0 + noise * sigma.view(-1, 1, 1, 1)
+
+    def predict_noise(self, x_t, sigma, context, pooled):
+        x = x_t / (sigma.view(-1, 1, 1, 1) ** 2 + 1) ** 0.5
+        h = F.silu(self.inp(x))
+        b, c, hh, ww = h.shape
+        n = h.flatten(2).transpose(1, 2)
+        extra = {"block": ("middle", 0), "n_heads": 2, "sigmas": sigma, "cond_or_uncond": [0]}
+        value = context
+        if self.patch is not None:
+            n, context, value = self.patch.attn2_patch(n, context, value, extra)
+        self.seen.append((context.detach(), value.detach()))
+        q, k, v = self.to_q(n), self.to_k(context), self.to_v(value)
+        if self.patch is not None:
+            a = self.patch.attn2_replace(q, k, v, extra)
+        else:
+            w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1)
+            a = w @ v
+        n = n + self.to_out(a) + self.pool(pooled).unsqueeze(1)
+        return self.out(n.transpose(1, 2).reshape(b, c, hh, ww))
+
+
+def problem(method: str, seed: int = 0, photos: int = 2):
+    """A TrainingProblem over the tiny parts (random 'photo' latents and face embedding from ``seed``)."""
+    from faceclip_core.identity import TrainingAttention, TrainingProblem
+
+    g = torch.Generator().manual_seed(seed + 100)
+    denoiser = TinyDenoiser(seed=seed)
+    attention = TrainingAttention(blocks=frozenset({("middle", 0)}))
+    denoiser.patch = attention
+    face = F.normalize(torch.randn(32, generator=g), dim=0)
+    return TrainingProblem(latents=torch.randn(photos, 4, 8, 8, generator=g), text=text_encoder(seed),
+                           denoiser=denoiser, tokenize=WordTokenizer(), attention=attention, face=face)
