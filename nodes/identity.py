@@ -207,8 +207,8 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                                tooltip="ID-EA: weight of the anchor regulariser (code: 8e-4)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, advanced=True,
                                  tooltip="Recompute the UNet's and the text encoders' activations in the "
-                                         "backward pass: much less memory (needed for 1024 px on most GPUs), about "
-                                         "a third slower."),
+                                         "backward pass: much less memory, slower (each block runs twice); the "
+                                         "learned tokens are the same."),
             ],
             outputs=[IDEmbeddingType.Output(display_name="id_embedding"),
                      io.String.Output(display_name="prompt_word", tooltip="embedding:<name>, for prompts.")],
