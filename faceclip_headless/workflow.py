@@ -19,12 +19,14 @@ class WorkflowError(ValueError):
     """The workflow cannot be turned into a prompt (unknown node, muted node, broken link)."""
 
 
-def _is_widget(spec: list) -> bool:
+def is_widget(spec: list) -> bool:
+    """Whether an /object_info input spec is a widget (stored in widgets_values) rather than a socket."""
     kind = spec[0]
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
-def _ordered_inputs(schema: dict) -> list[tuple[str, list]]:
+def ordered_inputs(schema: dict) -> list[tuple[str, list]]:
+    """A node schema's inputs in the order the frontend stores them: required, then optional."""
     inputs = schema.get("input", {})
     order = schema.get("input_order") or {k: list(v) for k, v in inputs.items()}
     return [(name, inputs[section][name]) for section in ("required", "optional") for name in order.get(section, [])
@@ -74,9 +76,9 @@ def to_api(workflow: dict, object_info: dict[str, Any]) -> dict[str, dict]:
         by_name = saved if isinstance(saved, dict) else None  # some frontends save widgets by name
         values = [] if by_name is not None else list(saved)
         inputs: dict[str, Any] = {}
-        for name, spec in _ordered_inputs(schema):
+        for name, spec in ordered_inputs(schema):
             value = None
-            if _is_widget(spec):
+            if is_widget(spec):
                 value = by_name.get(name) if by_name is not None else (values.pop(0) if values else None)
                 options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
                 if options.get("control_after_generate") and values and values[0] in CONTROL_VALUES:

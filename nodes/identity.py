@@ -131,7 +131,7 @@ def face_latents(vae, model, faces, resolution: int) -> torch.Tensor:
     keep = torch.from_numpy(faces.has_face.astype(bool))
     if not bool(keep.any()):
         raise IdentityError("none of the photos has a usable face; Prepare Faces found none")
-    pixels = torch.from_numpy(faces.crops[keep.numpy()]).float() / 255.0  # [N,S,S,3]
+    pixels = torch.from_numpy(faces.crops_float()[keep.numpy()])  # [N,S,S,3]
     pixels = F.interpolate(pixels.movedim(-1, 1), size=(resolution, resolution), mode="bilinear",
                            antialias=True, align_corners=False).movedim(1, -1).clamp(0, 1)
     return model.model.process_latent_in(vae.encode(pixels)).float()

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faceclip_headless.model_files import MAIN_JOB_MODELS  # noqa: E402
+from faceclip_headless.workflow import is_widget, ordered_inputs  # noqa: E402
+
+# the file names the main job checks for, so the shipped workflows and the check never disagree
+MODEL_NAME = {m.folder: m.name for m in MAIN_JOB_MODELS}
 OUT = REPO / "workflows"
 DEMO_PROMPT = "A woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau."
 W, H = 864, 1152  # the official FaceCLIP-SDXL demo size
@@ -35,13 +42,14 @@ class N:
 
 def model_nodes(x: int = 0, y: int = 0) -> list[N]:
     return [
-        N("faceclip", "FaceCLIPLoader", (x, y), {"encoder_name": "faceclip_sdxl_encoder.safetensors",
+        N("faceclip", "FaceCLIPLoader", (x, y), {"encoder_name": MODEL_NAME["faceclip"],
                                                  "weight_dtype": "auto", "device": "auto"}),
-        N("detector", "FaceCLIPFaceDetectorLoader", (x, y + 150), {"pack": "antelopev2", "provider": "CPU",
+        N("detector", "FaceCLIPFaceDetectorLoader", (x, y + 150), {"pack": MODEL_NAME["insightface"],
+                                                                   "provider": "CPU",
                                                                    "det_size": 640}),
-        N("unet", "UNETLoader", (x, y + 320), {"unet_name": "faceclip_sdxl_unet.safetensors",
+        N("unet", "UNETLoader", (x, y + 320), {"unet_name": MODEL_NAME["diffusion_models"],
                                                "weight_dtype": "default"}, title="Load FaceCLIP SDXL UNet"),
-        N("vae", "VAELoader", (x, y + 450), {"vae_name": "sdxl_vae.safetensors"}),
+        N("vae", "VAELoader", (x, y + 450), {"vae_name": MODEL_NAME["vae"]}),
     ]
 
 
@@ -195,21 +203,10 @@ WORKFLOWS = {"basic": basic, "several_photos": several_photos, "two_people": two
              "likeness_check": likeness_check, "id_ea": id_ea, "sefi_ide": sefi_ide}
 
 
-def _is_widget(spec: list) -> bool:
-    return isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-
-
-def _inputs(schema: dict) -> list[tuple[str, list]]:
-    inputs = schema["input"]
-    order = schema.get("input_order") or {k: list(v) for k, v in inputs.items()}
-    return [(name, inputs[section][name]) for section in ("required", "optional")
-            for name in order.get(section, [])]
-
-
 def _widget_values(n: N, schema: dict) -> list:
     values = []
-    for name, spec in _inputs(schema):
-        if not _is_widget(spec):
+    for name, spec in ordered_inputs(schema):
+        if not is_widget(spec):
             continue
         options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
         value = n.widgets.get(name)
@@ -230,8 +227,8 @@ def to_ui(spec: list[N], info: dict) -> dict:
         if n.type == "MarkdownNote":
             continue
         rows = []
-        for name, input_spec in _inputs(info[n.type]):
-            if _is_widget(input_spec):
+        for name, input_spec in ordered_inputs(info[n.type]):
+            if is_widget(input_spec):
                 continue
             link = None
             if name in n.links:
