@@ -70,16 +70,19 @@ def layer_norm_fp32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.to(x.dtype)
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                         causal: bool = False) -> torch.Tensor:
-    """Scaled dot-product attention over [B, N, C] inputs split into ``heads`` head-major chunks."""
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, N, C] -> [B, heads, N, C // heads] (head-major chunks of the channels)."""
+    b, n, c = t.shape
+    return t.reshape(b, n, heads, c // heads).transpose(1, 2)
+
+
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention over [B, N, C] inputs split into ``heads`` head-major chunks; ``mask`` is an
+    additive [Nq, Nk] mask."""
     b, nq, c = q.shape
-    nk = k.shape[1]
-    hd = c // heads
-    q = q.view(b, nq, heads, hd).transpose(1, 2)
-    k = k.view(b, nk, heads, hd).transpose(1, 2)
-    v = v.view(b, nk, heads, hd).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    out = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
+                                         attn_mask=mask, is_causal=causal)
     return out.transpose(1, 2).reshape(b, nq, c)
 
 

@@ -152,7 +152,7 @@ def likeness_check() -> list[N]:
     ]
 
 
-def id_embedding_nodes(method: str, name: str, prompt: str, steps: int, lr: float) -> list[N]:
+def id_embedding_nodes(method: str, name: str, prompt: str, steps: int) -> list[N]:
     """SDXL checkpoint + photo -> Train ID Embedding -> Apply ID Embedding -> KSampler (any SDXL checkpoint)."""
     return [
         N("ckpt", "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
@@ -162,8 +162,9 @@ def id_embedding_nodes(method: str, name: str, prompt: str, steps: int, lr: floa
         N("faces", "FaceCLIPPrepareFaces", (330, 330), {"selection": "largest", "index": 0, "on_no_face": "raise"},
           {"face_models": ("detector", 0), "images": ("photo", 0)}, size=(320, 420)),
         N("train", "FaceCLIPTrainIDEmbedding", (680, 0), {
-            "method": method, "name": name, "steps": steps, "learning_rate": lr, "seed": 0, "resolution": 1024,
-            "batch_size": 1, "resume": False, "overwrite": False},
+            "method": method, "name": name, "steps": steps, "learning_rate": 0.0, "seed": 0, "resolution": 1024,
+            "batch_size": 0, "resume": False, "overwrite": False, "training_dtype": "auto",
+            "framing": "head_and_shoulders", "class_word": "person"},
           {"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "faces": ("faces", 0)}, size=(360, 700)),
         N("apply", "FaceCLIPApplyIDEmbedding", (1080, 0), {"prompt": prompt},
           {"model": ("ckpt", 0), "clip": ("ckpt", 1), "id_embedding": ("train", 0)}, size=(400, 260)),
@@ -182,21 +183,23 @@ def id_embedding_nodes(method: str, name: str, prompt: str, steps: int, lr: floa
 
 def id_ea() -> list[N]:
     return id_embedding_nodes("ID-EA", "my_identity_idea", "a photo of {id} person wearing an oversized "
-                              "sweater, in a cafe", 320, 0.005) + [
+                              "sweater, in a cafe", 320) + [
         note("about", "**ID-EA identity embedding (any SDXL checkpoint).** Trains 2 tokens from 1-5 photos "
-             "(320 steps, GPU recommended) and saves models/embeddings/my_identity_idea.safetensors: a standard "
-             "embedding, so afterwards `embedding:my_identity_idea` works in any CLIPTextEncode prompt. Here "
-             "Apply ID Embedding puts it where {id} stands. Press Cancel to stop: the state is saved; queue "
-             "again with resume on to continue.", (0, -260))]
+             "(320 steps of 8 samples, as the method's code; a GPU is needed) and saves "
+             "models/embeddings/my_identity_idea.safetensors: a standard embedding, so afterwards "
+             "`embedding:my_identity_idea person` works in any CLIPTextEncode prompt. Here Apply ID Embedding "
+             "puts it where {id} stands. Set class_word to woman or man if it fits. Out of GPU memory: "
+             "micro_batch 1 or gradient_checkpointing (advanced). Press Cancel to stop: the state is saved; "
+             "queue again with resume on to continue.", (0, -260))]
 
 
 def sefi_ide() -> list[N]:
     return id_embedding_nodes("SeFi-IDE", "my_identity_sefi", "a photo of {id} wearing drop earrings, "
-                              "eyes closed", 400, 0.005) + [
+                              "eyes closed", 400) + [
         note("about", "**SeFi-IDE identity embedding (any SDXL checkpoint).** Trains per-noise-stage key/value "
-             "tokens with the face-wise attention loss. Apply ID Embedding patches the model so keys and values "
-             "use the stage of the current noise level, on the positive prompt only: connect both its outputs "
-             "to KSampler.", (0, -260))]
+             "tokens with the face-wise attention loss (a GPU is needed). Apply ID Embedding encodes its prompt "
+             "per stage and the model uses the stage of the current noise level, on that prompt only: connect "
+             "both its outputs to KSampler. {id} stands in place of a word like 'person'.", (0, -260))]
 
 
 WORKFLOWS = {"basic": basic, "several_photos": several_photos, "two_people": two_people,

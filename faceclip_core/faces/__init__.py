@@ -20,6 +20,7 @@ from .annotate import annotate_faces, face_thumbnails, letterbox_batch
 from .detect import (DetectedFace, DetectionConfig, DetectionResult, FaceDetector,
                      detect_faces, load_detector_file, load_face_detector)
 from .errors import FaceError, FaceInputError, FaceModelError, NoFaceError
+from .framing import FRAMINGS, frame_face, framing_matrix
 from .images import split_images, to_float01, to_rgb_uint8
 from .models import (PROVIDER_CHOICES, ModelPack, find_model_pack, inspect_onnx,
                      list_model_packs, resolve_providers)
@@ -30,14 +31,14 @@ from .recognize import (FaceRecognizer, cosine_similarity, load_face_recognizer,
 from .select import SELECTION_POLICIES, FaceSelection, order_faces, select_face
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112", "FACECLIP_FACE_SIZE", "NO_FACE_POLICIES", "PROVIDER_CHOICES",
+    "ARCFACE_TEMPLATE_112", "FACECLIP_FACE_SIZE", "FRAMINGS", "NO_FACE_POLICIES", "PROVIDER_CHOICES",
     "SELECTION_POLICIES", "DetectedFace", "DetectionConfig", "DetectionResult",
     "FaceDetector", "FaceError", "FaceModels", "load_face_models", "reference_embedding",
     "similarity_to_reference", "letterbox_batch", "FaceInputError", "FaceModelError", "FaceRecognizer",
     "FaceSelection", "ModelPack", "NoFaceError", "PrepareConfig", "PreparedFaces",
     "PreparedImage", "align_face", "alignment_matrix", "annotate_faces",
     "cosine_similarity", "detect_faces", "estimate_similarity", "face_thumbnails",
-    "find_model_pack", "inspect_onnx", "list_model_packs", "load_detector_file",
+    "find_model_pack", "frame_face", "framing_matrix", "inspect_onnx", "list_model_packs", "load_detector_file",
     "load_face_detector", "load_face_recognizer", "load_recognizer_file", "order_faces",
     "prepare_faces", "resolve_providers", "select_face", "split_images",
     "template_landmarks", "to_float01", "to_rgb_uint8", "transform_points",

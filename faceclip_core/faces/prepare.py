@@ -77,6 +77,7 @@ class PreparedImage:
     slot: int | None = None  # position in PreparedFaces.crops, None when skipped
     annotated: np.ndarray | None = None  # RGB uint8 preview
     thumbnails: np.ndarray | None = None  # [n_faces, t, t, 3] uint8
+    photo: np.ndarray | None = None  # the RGB uint8 input image, kept when a face was used (for other framings)
 
     @property
     def face(self) -> DetectedFace | None:
@@ -243,7 +244,7 @@ def prepare_faces(images: Any, detector: FaceDetector, *,
         embeddings.append(recognizer.embed(rgb, face.landmarks) if recognizer else None)
         ann = annotate_faces(rgb, result.faces, chosen) if cfg.annotate else None
         reports.append(PreparedImage(i, "ok", result.faces, chosen, result.image_size,
-                                     result.det_size, None, len(crops) - 1, ann, thumbs))
+                                     result.det_size, None, len(crops) - 1, ann, thumbs, photo=rgb))
     if progress is not None:
         progress(total, total)
     if not crops:  # everything skipped

@@ -1,24 +1,31 @@
 """Per-identity ID embeddings for SDXL: SeFi-IDE ("Beyond Inserting") and ID-EA, as plain PyTorch.
 
 Pieces: ``config`` (dataclasses), ``prompts`` (identity slots in tokenised prompts), ``text`` (differentiable
-SDXL text encoding over CLIP modules), ``params`` (parameterisations), ``attention`` (attn2 hooks for the K/V
-split, the attention loss and the stage router), ``losses``, ``loop`` (one optimisation loop), ``embedding``
+SDXL text encoding over CLIP modules), ``params`` (parameterisations), ``attention`` (training-time attn2 hooks:
+the K/V split and the attention loss), ``routing`` (noise stages and the per-stage contexts used at sampling),
+``data`` (training images framed from the photos), ``losses``, ``loop`` (one optimisation loop), ``embedding``
 and ``files`` (the learned tokens and their safetensors files).
 """
 from __future__ import annotations
 
-from .attention import StageRouter, TrainingAttention
-from .config import METHODS, IDEAConfig, MethodConfig, SeFiConfig, TrainConfig
+from .attention import AlignmentPlan, TrainingAttention, alignment_plan
+from .config import (CLASS_WORDS, METHOD_DEFAULTS, METHODS, PRECISIONS, IDEAConfig, MethodConfig, SeFiConfig,
+                     TrainConfig, method_default)
+from .data import FRAMINGS, TrainingImages, training_images
 from .embedding import IDEmbedding
 from .errors import IdentityError, IdentityFileError
 from .files import TrainState, load_embedding, load_state, save_embedding, save_state
-from .loop import Denoiser, TrainingProblem, TrainResult, mean_face, train_identity
+from .loop import (Denoiser, StepStats, TrainingProblem, TrainResult, anchor_words, mean_face, token_gradients,
+                   train_identity)
 from .prompts import PromptTokens, tokenize_prompt
+from .routing import StageContexts, route, stage_index
 from .text import CLIPStack, SDXLTextEncoder
 
 __all__ = [
-    "METHODS", "CLIPStack", "Denoiser", "IDEAConfig", "IDEmbedding", "IdentityError", "IdentityFileError",
-    "MethodConfig", "PromptTokens", "SDXLTextEncoder", "SeFiConfig", "StageRouter", "TrainConfig", "TrainResult",
-    "TrainState", "TrainingAttention", "TrainingProblem", "load_embedding", "load_state", "mean_face",
-    "save_embedding", "save_state", "tokenize_prompt", "train_identity",
+    "CLASS_WORDS", "FRAMINGS", "METHODS", "METHOD_DEFAULTS", "PRECISIONS", "AlignmentPlan", "CLIPStack",
+    "Denoiser", "IDEAConfig", "IDEmbedding", "IdentityError", "IdentityFileError", "MethodConfig", "PromptTokens",
+    "SDXLTextEncoder", "SeFiConfig", "StageContexts", "StepStats", "TrainConfig", "TrainResult", "TrainState",
+    "TrainingAttention", "TrainingImages", "TrainingProblem", "alignment_plan", "anchor_words", "load_embedding",
+    "load_state", "mean_face", "method_default", "route", "save_embedding", "save_state", "stage_index",
+    "token_gradients", "tokenize_prompt", "train_identity", "training_images",
 ]

@@ -1,6 +1,7 @@
 """The learned identity: tokens per encoder shaped [stages, parts, N, D], and what it becomes on disk.
 
-stages S: timestep ranges (equal splits of [0, num_train_timesteps)); stage 0 is the least noisy.
+stages S: timestep ranges (equal splits of [0, num_train_timesteps), see routing.stage_index); stage 0 is the
+least noisy.
 parts P: 1 (the same tokens feed keys and values) or 2 (index 0 = key side, 1 = value side).
 S = P = 1 is plain Textual Inversion, exported as ComfyUI's standard SDXL embedding.
 """
@@ -50,11 +51,6 @@ class IDEmbedding:
     def is_plain(self) -> bool:
         """One stage, no key/value split: an ordinary Textual-Inversion embedding."""
         return self.stages == 1 and self.parts == 1
-
-    def stage_of(self, timestep: float) -> int:
-        """Stage index for a (continuous) timestep in [0, num_train_timesteps)."""
-        s = int(float(timestep) * self.stages / self.num_train_timesteps)
-        return min(max(s, 0), self.stages - 1)
 
     def rows(self, stage: int, part: int) -> dict[str, torch.Tensor]:
         """[N, D] per encoder for one stage and side (side ignored without a key/value split)."""

@@ -6,7 +6,8 @@ SDXL layout. A SeFi-IDE embedding with stages or a key/value split also carries 
 no harm) and its layout in the metadata.
 
 Training-state file: everything a resumed run needs to continue exactly where it stopped: trainable tensors,
-the AdamW state, the step and the random generator's state.
+the AdamW state, the fp16 loss scaler's state, the step, the random generator's state and the per-step history
+of the loss terms.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from .embedding import FORMAT, IDEmbedding
 from .errors import IdentityFileError
 from .text import ENCODERS
 
-STATE_FORMAT = "faceclip-id-train-state/1"
+STATE_FORMAT = "faceclip-id-train-state/2"
 
 
 def write_atomic(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
@@ -97,7 +98,12 @@ class TrainState:
     optimizer: dict  # torch.optim state_dict
     rng: torch.Tensor  # torch.Generator.get_state()
     config: dict  # MethodConfig.to_dict() of the run that made it
-    losses: list[float]
+    history: list[dict]  # one loop.StepStats (as a dict) per step
+    scaler: dict = field(default_factory=dict)  # torch.amp.GradScaler.state_dict(); empty unless fp16
+
+    @property
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
 
 
 def save_state(path: str | os.PathLike, state: TrainState, overwrite: bool = True) -> Path:
@@ -112,16 +118,20 @@ def save_state(path: str | os.PathLike, state: TrainState, overwrite: bool = Tru
             keys.append(key)
         opt_meta["state_keys"][str(idx)] = keys
     metadata = {"format": STATE_FORMAT, "step": str(state.step), "config": json.dumps(state.config),
-                "optimizer": json.dumps(opt_meta), "losses": json.dumps(state.losses)}
+                "optimizer": json.dumps(opt_meta), "history": json.dumps(state.history),
+                "scaler": json.dumps(state.scaler)}
     return write_atomic(path, tensors, metadata, overwrite)
 
 
 def load_state(path: str | os.PathLike) -> TrainState:
     path = Path(path)
     tensors, metadata = _read(path)
-    if metadata.get("format") != STATE_FORMAT:
-        raise IdentityFileError(f"{path.name} is not an ID-embedding training state (format "
-                                f"{metadata.get('format')!r}).")
+    found = metadata.get("format", "")
+    if found != STATE_FORMAT:
+        if found.startswith(STATE_FORMAT.rsplit("/", 1)[0]):
+            raise IdentityFileError(f"{path.name} is a training state of an older version of this pack, which "
+                                    "trained differently; it cannot be resumed. Turn resume off to start over.")
+        raise IdentityFileError(f"{path.name} is not an ID-embedding training state (format {found!r}).")
     opt_meta = json.loads(metadata["optimizer"])
     optim_state = {}
     for idx, keys in opt_meta["state_keys"].items():
@@ -130,4 +140,5 @@ def load_state(path: str | os.PathLike) -> TrainState:
     return TrainState(step=int(metadata["step"]), params=params,
                       optimizer={"state": optim_state, "param_groups": opt_meta["param_groups"]},
                       rng=tensors["rng"], config=json.loads(metadata["config"]),
-                      losses=[float(x) for x in json.loads(metadata.get("losses", "[]"))])
+                      history=json.loads(metadata.get("history", "[]")),
+                      scaler=json.loads(metadata.get("scaler", "{}")))

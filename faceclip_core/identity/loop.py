@@ -4,30 +4,69 @@ The loop sees the diffusion model only through ``Denoiser`` (three plain callabl
 only through ``TextEncoder.encode(prompt, rows)``; the ComfyUI nodes adapt MODEL and CLIP into these.
 Every random draw comes from one ``torch.Generator`` whose state is saved with the run, so an interrupted
 and resumed run repeats an uninterrupted one exactly.
+
+Precision: the tokens, the optimizer state and the loss are float32 whatever the UNet computes in. With an fp16
+UNet the per-element gradient of a 1024 px denoising loss (~1e-5) is below fp16's normal range, so the loss is
+scaled before the backward pass and the gradients unscaled after it (torch's GradScaler, as ComfyUI's own LoRA
+trainer does); a step whose scaled gradients overflow is skipped and the scale halves.
 """
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from .attention import TrainingAttention
-from .config import MethodConfig
+from .attention import AlignmentPlan, TrainingAttention, alignment_plan
+from .config import ID_SLOT, MethodConfig
 from .embedding import IDEmbedding
 from .errors import IdentityError
 from .files import TrainState
 from .losses import attention_alignment_loss, denoising_loss
 from .params import IDEAParams, Parameterisation, StagedTokens
 from .prompts import PromptTokens, Tokenizer, tokenize_prompt
+from .routing import stage_timesteps
 from .text import ENCODERS
 
 logger = logging.getLogger(__name__)
 
-# (steps done, total steps, loss of the last step); may raise to stop (e.g. the user's interrupt)
-Progress = Callable[[int, int, float], None]
+CELEBRITY_NAMES = Path(__file__).resolve().parents[1] / "data" / "celebrity_names.txt"
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one optimisation step did. ``attention`` and ``regulariser`` are the weighted terms as they enter the
+    loss (lambda * L_attn, reg_weight * L_reg); ``grad_norm`` is the tokens' gradient norm after unscaling;
+    ``skipped``: the step's (scaled fp16) gradients overflowed, so nothing was updated."""
+
+    step: int
+    loss: float
+    denoising: float
+    attention: float | None = None
+    regulariser: float | None = None
+    grad_norm: float = 0.0
+    loss_scale: float | None = None
+    skipped: bool = False
+
+    def text(self) -> str:
+        parts = [f"loss {self.loss:.4f}", f"denoise {self.denoising:.4f}"]
+        if self.attention is not None:
+            parts.append(f"attention {self.attention:.4f}")
+        if self.regulariser is not None:
+            parts.append(f"anchor {self.regulariser:.5f}")
+        if self.loss_scale is not None:
+            parts.append(f"loss scale {self.loss_scale:g}")
+        if self.skipped:
+            parts.append("skipped (fp16 overflow)")
+        return "  ".join(parts)
+
+
+# called after every step; may raise to stop (e.g. the user's interrupt)
+Progress = Callable[[int, int, StepStats], None]
 
 
 class Denoiser(Protocol):
@@ -37,15 +76,16 @@ class Denoiser(Protocol):
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Noisy latents at ``sigma``."""
 
-    def predict_noise(self, x_t: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                      pooled: torch.Tensor) -> torch.Tensor:
-        """The model's noise prediction (epsilon), differentiable in ``context`` and ``pooled``."""
+    def predict_noise(self, x_t: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
+                      original_size: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's noise prediction (epsilon), differentiable in ``context`` and ``pooled``;
+        ``original_size`` [B]: each photo's side in source pixels (SDXL's size conditioning)."""
 
 
 class TextEncoder(Protocol):
     def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, 77, C] context and [B, P] pooled, with ``rows`` in the prompt's identity slots."""
+        """[B, L, C] context and [B, P] pooled, with ``rows`` in the prompt's identity slots."""
 
     def word_rows(self, prompt: PromptTokens) -> dict[str, torch.Tensor]:
         """Input token embeddings at ``prompt.slots``."""
@@ -53,8 +93,9 @@ class TextEncoder(Protocol):
 
 @dataclass
 class TrainingProblem:
-    """Everything fixed during a run. ``latents``: the photos' VAE latents in the model's space [M, C, h, w]
-    (mirror images are added by the loop when ``flip``); ``face``: mean face-recognition embedding (ID-EA)."""
+    """Everything fixed during a run. ``latents``: the training images' VAE latents in the model's space
+    [M, C, h, w] (mirror images included when wanted); ``original_sizes`` [M]: each image's side in source
+    pixels; ``face``: mean face-recognition embedding (ID-EA)."""
 
     latents: torch.Tensor
     text: TextEncoder
@@ -63,6 +104,7 @@ class TrainingProblem:
     attention: TrainingAttention | None = None
     face: torch.Tensor | None = None
     device: torch.device | str = "cpu"
+    original_sizes: torch.Tensor | None = None
 
 
 @dataclass
@@ -72,32 +114,54 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     interrupted: bool = False
 
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
 
 @dataclass
 class _Prepared:
     params: Parameterisation
     prompts: list[PromptTokens]
-    references: list[PromptTokens]
-    reference_contexts: list[torch.Tensor]
+    reference_contexts: list[torch.Tensor]  # per template [1, L, C] (SeFi-IDE with lambda > 0)
+    plans: list[AlignmentPlan]  # per template
+
+
+def read_name_list(path: Path = CELEBRITY_NAMES) -> list[str]:
+    lines = (ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines())
+    return [ln for ln in lines if ln]
+
+
+def anchor_words(names: str) -> list[str]:
+    """``names``: "celebrities" (the shipped list) or comma-separated words or names."""
+    if names.strip().lower() == "celebrities":
+        return read_name_list()
+    words = [w.strip() for w in names.split(",") if w.strip()]
+    if not words:
+        raise IdentityError("anchor_names is empty: give 'celebrities' or comma-separated names, e.g. "
+                            "'Tom Hanks, Meryl Streep'")
+    return words
 
 
 def _anchor_rows(problem: TrainingProblem, names: str, n: int) -> dict[str, torch.Tensor]:
-    """Mean over the anchor names of each name's first n token embeddings (shorter names repeat their last)."""
-    words = [w.strip() for w in names.split(",") if w.strip()]
-    if not words:
-        raise IdentityError("anchor_names is empty: give at least one word or name, e.g. 'person'")
-    per_name = []
-    for word in words:
-        prompt = tokenize_prompt(problem.tokenize, "{id}", 1, word=word)
-        rows = problem.text.word_rows(prompt)
-        per_name.append({k: torch.cat([v, v[-1:].expand(max(n - v.shape[0], 0), -1)])[:n] for k, v in rows.items()})
-    return {k: torch.stack([p[k] for p in per_name]).mean(0) for k in ENCODERS}
+    """Cross Initialization's anchor: column i is the mean of the i-th token embedding over the names that have
+    an i-th token; a column no name reaches repeats the last one."""
+    per_name = [problem.text.word_rows(tokenize_prompt(problem.tokenize, ID_SLOT, 1, word=w))
+                for w in anchor_words(names)]
+    out = {}
+    for enc in ENCODERS:
+        columns = []
+        for i in range(n):
+            have = [rows[enc][i] for rows in per_name if rows[enc].shape[0] > i]
+            columns.append(torch.stack(have).mean(0) if have else columns[-1])
+        out[enc] = torch.stack(columns)
+    return out
 
 
 def _cross_init(problem: TrainingProblem, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cross Initialization: the text encoder's own output for the anchor rows (BOS, rows, EOS)."""
     n = next(iter(rows.values())).shape[0]
-    prompt = tokenize_prompt(problem.tokenize, "{id}", n)
+    prompt = tokenize_prompt(problem.tokenize, ID_SLOT, n)
     with torch.no_grad():
         context, _ = problem.text.encode(prompt, rows)
     out, start = {}, 0
@@ -110,25 +174,29 @@ def _cross_init(problem: TrainingProblem, rows: dict[str, torch.Tensor]) -> dict
 
 def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepared:
     """Prompts, reference encodings and the initialised parameterisation for ``config.method``."""
-    if config.method == "SeFi-IDE":
+    prompts = [tokenize_prompt(problem.tokenize, t, config.num_tokens) for t in config.templates]
+    if config.is_sefi:
         c = config.sefi
-        prompts = [tokenize_prompt(problem.tokenize, t, c.num_tokens) for t in c.templates]
-        refs = [tokenize_prompt(problem.tokenize, t, 1, word=c.class_word) for t in c.templates]
+        if problem.attention is not None:  # the config names the probed blocks (the caller patched them)
+            problem.attention.blocks = frozenset(c.attention_blocks)
+        refs = [tokenize_prompt(problem.tokenize, t, 1, word=c.class_word) for t in config.templates]
         word = problem.text.word_rows(refs[0])
         init = {k: v.mean(0, keepdim=True).expand(c.num_tokens, -1) for k, v in word.items()}
         params: Parameterisation = StagedTokens(init, c.stages, 2 if c.kv_split else 1)
+        plans = [alignment_plan(p.slots, r.slots, len(p.ids["clip_l"]), c.attention_tokens)
+                 for p, r in zip(prompts, refs, strict=True)]
         with torch.no_grad():
             ref_ctx = [problem.text.encode(r)[0].detach() for r in refs] if c.attention_weight > 0 else []
-        return _Prepared(params.to(problem.device), prompts, refs, ref_ctx)
+        return _Prepared(params.to(problem.device), prompts, ref_ctx, plans)
     c = config.idea
     if problem.face is None:
         raise IdentityError("ID-EA needs face-recognition embeddings of the photos. Load a face-detector pack "
                             "that has a recognition model (e.g. antelopev2 with glintr100.onnx) in Prepare Faces.")
-    prompts = [tokenize_prompt(problem.tokenize, t, c.num_tokens) for t in c.templates]
     anchor = _cross_init(problem, _anchor_rows(problem, c.anchor_names, c.num_tokens))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the enhancer/adapter init depends on the seed only
-        params = IDEAParams(anchor, problem.face, c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer)
+        params = IDEAParams(anchor, problem.face, c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer,
+                            c.adapter_fade)
     return _Prepared(params.to(problem.device), prompts, [], [])
 
 
@@ -136,6 +204,152 @@ def _optimizer(params: Parameterisation, config: MethodConfig) -> torch.optim.Op
     t = config.train
     return torch.optim.AdamW(params.trainable(), lr=t.lr, betas=(0.9, 0.999), eps=t.adam_eps,
                              weight_decay=t.weight_decay)
+
+
+def _scaler(problem: TrainingProblem, config: MethodConfig) -> torch.amp.GradScaler:
+    device_type = torch.device(problem.device).type
+    return torch.amp.GradScaler(device_type, init_scale=config.train.loss_scale, growth_interval=100,
+                                enabled=config.train.precision == "fp16")
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """One step's random choices, per sample."""
+
+    stages: torch.Tensor
+    templates: torch.Tensor
+    images: torch.Tensor
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+
+
+def _draw(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
+    """All of a step's draws, in a fixed order, from the run's generator (so resume repeats them)."""
+    b = config.train.batch_size
+    stages = config.sefi.stages if config.is_sefi else 1
+    stage = torch.randint(stages, (b,), generator=generator)
+    template = torch.randint(len(prep.prompts), (b,), generator=generator)
+    image = torch.randint(latents.shape[0], (b,), generator=generator)
+    t = stage_timesteps(stage, torch.rand(b, generator=generator), stages, config.train.num_train_timesteps)
+    noise = torch.randn((b, *latents.shape[1:]), generator=generator)
+    return _Draws(stage, template, image, t, noise)
+
+
+def _encode_rows(problem: TrainingProblem, prep: _Prepared, tokens: dict[str, torch.Tensor], templates: list[int],
+                 stages: list[int], part: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, its template encoded with its stage's tokens of side ``part``: [b, L, C] and [b, P]. Samples
+    sharing (template, stage) share one encoding."""
+    cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    contexts, pooled = [], []
+    for j, s in zip(templates, stages, strict=True):
+        if (j, s) not in cache:
+            cache[(j, s)] = problem.text.encode(prep.prompts[j], {n: v[s, part] for n, v in tokens.items()})
+        c, p = cache[(j, s)]
+        contexts.append(c)
+        pooled.append(p)
+    return torch.cat(contexts), torch.cat(pooled)
+
+
+def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
+          latents: torch.Tensor, draws: _Draws, rows: slice, progress: float
+          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forward of one micro-batch: its denoising loss and its (unweighted) attention term, or None."""
+    attention = problem.attention
+    templates = draws.templates[rows].tolist()
+    stages = draws.stages[rows].tolist()
+    tokens = params.tokens()
+    context, pooled = _encode_rows(problem, prep, tokens, templates, stages, 0)
+    value = None
+    if tokens["clip_l"].shape[1] == 2:
+        value, _ = _encode_rows(problem, prep, tokens, templates, stages, 1)
+    context = params.adapt_context(context, progress)
+    lam = config.sefi.attention_weight if config.is_sefi else 0.0
+    if attention is not None:
+        reference = torch.cat([prep.reference_contexts[j] for j in templates]) if lam > 0 else None
+        attention.arm(value, reference, [prep.plans[j] for j in templates] if prep.plans else ())
+    elif value is not None or lam > 0:
+        raise IdentityError("a key/value split or an attention loss needs the model's attention hooks "
+                            "(TrainingProblem.attention)")
+    idx = draws.images[rows]
+    x0 = latents[idx].to(problem.device)
+    noise = draws.noise[rows].to(problem.device)
+    sigma = problem.denoiser.sigma_of(draws.timesteps[rows].to(problem.device))
+    sizes = problem.original_sizes[idx].to(problem.device) if problem.original_sizes is not None else None
+    x_t = problem.denoiser.add_noise(x0, noise, sigma)
+    predicted = problem.denoiser.predict_noise(x_t, sigma, context, pooled, sizes)
+    denoise = denoising_loss(predicted, noise)
+    attn = None
+    if lam > 0:
+        attn = attention_alignment_loss(attention.terms)
+        if attn is None:
+            blocks = ", ".join(f"{b}:{i}" for b, i in config.sefi.attention_blocks)
+            raise IdentityError(f"the attention loss is on (attention_weight {lam:g}) but none of the blocks "
+                                f"'{blocks}' has a cross-attention layer in this model. SDXL's are input:4, "
+                                "input:5, input:7, input:8, middle:0 and output:0 to output:5; fix "
+                                "attention_layers, or set attention_weight to 0 to train without the loss.")
+    return denoise, attn
+
+
+def _backward(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
+              latents: torch.Tensor, draws: _Draws, scaler: torch.amp.GradScaler, step: int) -> dict[str, float]:
+    """Forward and backward of one step over its micro-batches; the (scaled) gradients accumulate in the
+    parameters. Returns the step's loss terms (batch means, weighted as in the loss)."""
+    t = config.train
+    lam = config.sefi.attention_weight if config.is_sefi else 0.0
+    reg_weight = 0.0 if config.is_sefi else config.idea.reg_weight
+    progress = step / t.steps
+    terms = {"loss": 0.0, "denoising": 0.0, "attention": 0.0 if lam > 0 else None,
+             "regulariser": None}
+    b, size = t.batch_size, t.pass_size
+    for start in range(0, b, size):
+        rows = slice(start, min(start + size, b))
+        share = (rows.stop - rows.start) / b
+        # The hooks stay armed through backward: with gradient checkpointing the UNet's blocks run again there and
+        # must see the same value context and reference as in the forward pass.
+        try:
+            denoise, attn = _pass(problem, config, prep, params, latents, draws, rows, progress)
+            loss = denoise if attn is None else denoise + lam * attn
+            loss = loss * share  # the passes' losses add up to the batch mean
+            if reg_weight > 0 and start == 0:  # once per step
+                reg = reg_weight * params.regulariser()
+                terms["regulariser"] = float(reg.detach())
+                loss = loss + reg
+            if not torch.isfinite(loss):
+                raise IdentityError(f"the loss became {float(loss)} at step {step + 1}: the model's output "
+                                    "overflowed. Lower the learning rate, or use training_dtype bf16 or fp32.")
+            terms["denoising"] += float(denoise.detach()) * share
+            if attn is not None:
+                terms["attention"] += lam * float(attn.detach()) * share
+            scaler.scale(loss).backward()
+        finally:
+            if problem.attention is not None:
+                problem.attention.disarm()
+    terms["loss"] = terms["denoising"] + (terms["attention"] or 0.0) + (terms["regulariser"] or 0.0)
+    return terms
+
+
+def _grad_norm(params: Parameterisation) -> float:
+    grads = [p.grad.detach().float().reshape(-1) for p in params.trainable() if p.grad is not None]
+    return float(torch.cat(grads).norm()) if grads else 0.0
+
+
+def token_gradients(problem: TrainingProblem, config: MethodConfig) -> tuple[StepStats, dict[str, torch.Tensor]]:
+    """The first step's unscaled gradients of the learnable tensors (seeded by ``config.train.seed``), without
+    updating anything: the direction each training dtype would move the identity in (tests and benchmarks)."""
+    prep = prepare(problem, config, config.train.seed)
+    params = prep.params
+    optimizer = _optimizer(params, config)
+    scaler = _scaler(problem, config)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    draws = _draw(generator, config, prep, problem.latents.float())
+    optimizer.zero_grad(set_to_none=True)
+    terms = _backward(problem, config, prep, params, problem.latents.float(), draws, scaler, 0)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.unscale_(optimizer)
+    norm = _grad_norm(params)
+    stats = StepStats(1, grad_norm=norm, loss_scale=scale, skipped=not math.isfinite(norm), **terms)
+    return stats, {name: p.grad.detach().float().clone() for name, p in params.named_parameters()
+                   if p.requires_grad and p.grad is not None}
 
 
 def train_identity(problem: TrainingProblem, config: MethodConfig, resume: TrainState | None = None,
@@ -151,27 +365,23 @@ def train_identity(problem: TrainingProblem, config: MethodConfig, resume: Train
     latents = problem.latents.float()
     if latents.dim() != 4 or latents.shape[0] < 1:
         raise IdentityError(f"expected latents [M, C, h, w] of at least one photo, got {tuple(latents.shape)}")
-    if t.flip:
-        latents = torch.cat([latents, latents.flip(-1)])
     prep = prepare(problem, config, t.seed)
     params = prep.params
     optimizer = _optimizer(params, config)
+    scaler = _scaler(problem, config)
     generator = torch.Generator().manual_seed(t.seed)
-    step, losses = 0, []
+    step, history = 0, []
     if resume is not None:
         if resume.config.get("method") != config.method:
             raise IdentityError(f"the saved state is a {resume.config.get('method')} run, not {config.method}; "
                                 "turn resume off or use the same method")
         params.load_state_dict({k: v.to(problem.device) for k, v in resume.params.items()})
         optimizer.load_state_dict(resume.optimizer)
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
         generator.set_state(resume.rng)
-        step, losses = resume.step, list(resume.losses)
+        step, history = resume.step, list(resume.history)
         logger.info("resuming %s at step %d of %d", config.method, step, t.steps)
-
-    sefi = config.method == "SeFi-IDE"
-    stages = config.sefi.stages if sefi else 1
-    lam = config.sefi.attention_weight if sefi else 0.0
-    reg_weight = 0.0 if sefi else config.idea.reg_weight
     params.train()
 
     # the generator's state after the last completed step: an interrupt inside a step (ComfyUI checks for one
@@ -181,20 +391,19 @@ def train_identity(problem: TrainingProblem, config: MethodConfig, resume: Train
     def snapshot() -> TrainResult:
         state = TrainState(step=step, params={k: v.detach().cpu() for k, v in params.state_dict().items()},
                            optimizer=optimizer.state_dict(), rng=rng_done.clone(), config=config.to_dict(),
-                           losses=list(losses))
+                           history=list(history), scaler=scaler.state_dict() if scaler.is_enabled() else {})
         emb = IDEmbedding(config.method, {k: v.detach() for k, v in params.tokens().items()}, t.num_train_timesteps,
-                          {"class_word": config.sefi.class_word if sefi else config.idea.class_word,
-                           "steps": str(step)}).detach()
-        return TrainResult(emb, state, list(losses), interrupted=step < t.steps)
+                          {"class_word": config.class_word, "steps": str(step)}).detach()
+        return TrainResult(emb, state, [h["loss"] for h in history], interrupted=step < t.steps)
 
     try:
         while step < t.steps:
-            loss = _step(problem, config, prep, params, optimizer, generator, latents, stages, lam, reg_weight)
+            stats = _step(problem, config, prep, params, optimizer, scaler, generator, latents, step)
             step += 1
             rng_done = generator.get_state()
-            losses.append(loss)
+            history.append(asdict(stats))
             if progress is not None:
-                progress(step, t.steps, loss)
+                progress(step, t.steps, stats)
     except BaseException:
         if on_stop is not None and step > (resume.step if resume is not None else 0):
             on_stop(snapshot())  # nothing learned is lost: the caller saves it, then the error goes on
@@ -203,58 +412,26 @@ def train_identity(problem: TrainingProblem, config: MethodConfig, resume: Train
 
 
 def _step(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
-          optimizer: torch.optim.Optimizer, generator: torch.Generator, latents: torch.Tensor, stages: int,
-          lam: float, reg_weight: float) -> float:
-    """One optimisation step; returns its loss. Parameters change only at its very end (optimizer.step)."""
-    t = config.train
-    attention = problem.attention
-    # all draws first, from the run's generator, in a fixed order
-    stage = int(torch.randint(stages, (1,), generator=generator))
-    j = int(torch.randint(len(prep.prompts), (1,), generator=generator))
-    idx = torch.randint(latents.shape[0], (t.batch_size,), generator=generator)
-    span = t.num_train_timesteps / stages
-    timesteps = (stage * span + torch.rand(t.batch_size, generator=generator) * span).floor().clamp_max(
-        t.num_train_timesteps - 1)
-    x0 = latents[idx]
-    noise = torch.randn(x0.shape, generator=generator)
-    x0, noise = x0.to(problem.device), noise.to(problem.device)
-    sigma = problem.denoiser.sigma_of(timesteps.to(problem.device))
-
-    tokens = params.tokens()
-    context, pooled = problem.text.encode(prep.prompts[j], {n: v[stage, 0] for n, v in tokens.items()})
-    value = None
-    if tokens["clip_l"].shape[1] == 2:
-        value, _ = problem.text.encode(prep.prompts[j], {n: v[stage, 1] for n, v in tokens.items()})
-    context = params.adapt_context(context)
-    if attention is not None:
-        reference = prep.reference_contexts[j] if lam > 0 and prep.reference_contexts else None
-        attention.arm(value, reference, prep.prompts[j].slots, prep.references[j].slots if prep.references else ())
-    elif value is not None:
-        raise IdentityError("a key/value split needs the model's attention hooks (TrainingProblem.attention)")
-    # The hooks stay armed through backward: with gradient checkpointing the UNet's blocks run again there and
-    # must see the same value context and reference as in the forward pass.
-    try:
-        x_t = problem.denoiser.add_noise(x0, noise, sigma)
-        predicted = problem.denoiser.predict_noise(x_t, sigma, context.expand(x0.shape[0], -1, -1),
-                                                   pooled.expand(x0.shape[0], -1))
-        terms = list(attention.terms) if attention is not None else []
-        loss = denoising_loss(predicted, noise)
-        attn = attention_alignment_loss(terms) if lam > 0 else None
-        if attn is not None:
-            loss = loss + lam * attn
-        if reg_weight > 0:
-            loss = loss + reg_weight * params.regulariser()
-        if not torch.isfinite(loss):
-            raise IdentityError(f"the loss became {float(loss)}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    finally:
-        if attention is not None:
-            attention.disarm()
-    if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params.trainable(), t.grad_clip)
-    optimizer.step()
-    return float(loss.detach())
+          optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
+          latents: torch.Tensor, step: int) -> StepStats:
+    """One optimisation step. Parameters change only at its very end (the optimizer's step)."""
+    draws = _draw(generator, config, prep, latents)
+    optimizer.zero_grad(set_to_none=True)
+    terms = _backward(problem, config, prep, params, latents, draws, scaler, step)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.unscale_(optimizer)
+    norm = _grad_norm(params)
+    finite = math.isfinite(norm)
+    if not finite and not scaler.is_enabled():
+        raise IdentityError(f"the gradients became {norm} at step {step + 1}; lower the learning rate")
+    if finite and config.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params.trainable(), config.train.grad_clip)
+    scaler.step(optimizer)  # skipped by the scaler when the fp16 gradients overflowed
+    scaler.update()
+    if not finite:
+        logger.warning("step %d: fp16 gradients overflowed at loss scale %g; step skipped, scale lowered to %g",
+                       step + 1, scale, scaler.get_scale())
+    return StepStats(step + 1, grad_norm=norm, loss_scale=scale, skipped=not finite, **terms)
 
 
 def mean_face(embeddings: Sequence | torch.Tensor | None, has_face: Sequence[bool] | None = None

@@ -13,8 +13,8 @@ def denoising_loss(predicted_noise: torch.Tensor, noise: torch.Tensor) -> torch.
 
 
 def attention_alignment_loss(terms: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """SeFi-IDE's face-wise attention loss: the mean over the probed layers of the squared difference between
-    the identity tokens' maps and the reference word's maps (see attention.TrainingAttention)."""
+    """SeFi-IDE's face-wise attention loss: the mean over the probed layers of each layer's alignment term (the
+    squared difference of the aligned columns' attention logits, see attention.alignment_term)."""
     if not terms:
         return None
     return torch.stack([t.float() for t in terms]).mean()

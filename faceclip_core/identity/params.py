@@ -24,7 +24,8 @@ class Parameterisation(nn.Module):
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def adapt_context(self, context: torch.Tensor) -> torch.Tensor:
+    def adapt_context(self, context: torch.Tensor, progress: float = 0.0) -> torch.Tensor:
+        """The text context the UNet sees during training; ``progress`` = completed fraction of the run."""
         return context
 
     def regulariser(self) -> torch.Tensor | None:
@@ -45,7 +46,7 @@ class StagedTokens(Parameterisation):
 
 
 class IDEnhancer(nn.Module):
-    """ID-EA's ID-Enhancer: the face-recognition embedding (query) attends to the textual ID tokens (keys and
+    """ID-EA's ID-Enhancer: the face-recognition embedding (query) attends to the textual ID anchor (keys and
     values); out come N fused identity tokens in the context width."""
 
     def __init__(self, face_dim: int, context_dim: int, heads: int) -> None:
@@ -55,11 +56,11 @@ class IDEnhancer(nn.Module):
         self.attn = nn.MultiheadAttention(context_dim, heads, batch_first=True)
         self.out = nn.Linear(context_dim, context_dim)
 
-    def forward(self, face: torch.Tensor, text_tokens: torch.Tensor) -> torch.Tensor:
-        # face [F], text_tokens [N, C] -> [N, C]
-        n = text_tokens.shape[0]
+    def forward(self, face: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        # face [F], anchor [N, C] -> [N, C]
+        n = anchor.shape[0]
         query = self.face(face).expand(n, -1).unsqueeze(0)
-        kv = self.text(text_tokens).unsqueeze(0)
+        kv = self.text(anchor).unsqueeze(0)
         fused, _ = self.attn(query, kv, kv, need_weights=False)
         return self.out(fused)[0]
 
@@ -75,20 +76,22 @@ class IDAdapter(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(()))
         self.scale = scale
 
-    def forward(self, context: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, fused: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
         length = context.shape[1]
         extra = self.fc1(fused).unsqueeze(0).expand(context.shape[0], -1, -1)
         joint = torch.cat([context, extra], dim=1)
         out, _ = self.attn(joint, joint, joint, need_weights=False)
-        return context + self.scale * torch.tanh(self.gamma) * out[:, :length]
+        return context + strength * self.scale * torch.tanh(self.gamma) * out[:, :length]
 
 
 class IDEAParams(Parameterisation):
     """Tokens initialised at the anchor, pulled back to it by a Mahalanobis regulariser whose covariance is the
-    anchor rows' own (plus ``eps`` I), as in ID-EA's code."""
+    anchor rows' own (plus ``eps`` I), as in ID-EA's code. The enhancer reads the fixed anchor, as the code does,
+    so no gradient reaches the tokens through a module that inference never runs. The adapter's contribution
+    fades to zero over the last ``fade`` fraction of the run, so at the end the tokens alone carry the identity."""
 
     def __init__(self, anchor: dict[str, torch.Tensor], face: torch.Tensor, heads: int, scale: float,
-                 reg_eps: float, train_enhancer: bool) -> None:
+                 reg_eps: float, train_enhancer: bool, fade: float = 0.0) -> None:
         super().__init__()
         self.tokens_ = nn.ParameterDict({n: nn.Parameter(anchor[n].detach().clone().float()) for n in ENCODERS})
         context_dim = sum(int(anchor[n].shape[-1]) for n in ENCODERS)
@@ -96,6 +99,7 @@ class IDEAParams(Parameterisation):
         self.enhancer = IDEnhancer(int(self.face.numel()), context_dim, heads)
         self.enhancer.requires_grad_(train_enhancer)
         self.adapter = IDAdapter(context_dim, heads, scale)
+        self.fade = fade
         for n in ENCODERS:
             rows = anchor[n].detach().float()
             d = rows.shape[-1]
@@ -106,9 +110,18 @@ class IDEAParams(Parameterisation):
     def tokens(self) -> dict[str, torch.Tensor]:
         return {n: self.tokens_[n][None, None] for n in ENCODERS}
 
-    def adapt_context(self, context: torch.Tensor) -> torch.Tensor:
-        text = torch.cat([self.tokens_[n] for n in ENCODERS], dim=-1)
-        return self.adapter(context, self.enhancer(self.face.to(context), text.to(context)))
+    def adapter_strength(self, progress: float) -> float:
+        """1 until the fade starts, then linearly down to 0 at the end of the run."""
+        if self.fade <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (1.0 - progress) / self.fade))
+
+    def adapt_context(self, context: torch.Tensor, progress: float = 0.0) -> torch.Tensor:
+        strength = self.adapter_strength(progress)
+        if strength == 0.0:
+            return context
+        anchor = torch.cat([getattr(self, f"anchor_{n}") for n in ENCODERS], dim=-1)
+        return self.adapter(context, self.enhancer(self.face.to(context), anchor.to(context)), strength)
 
     def regulariser(self) -> torch.Tensor:
         terms = []

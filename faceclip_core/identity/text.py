@@ -8,7 +8,8 @@ with ``layer_norm1``, ``self_attn(x, mask, attention)``, ``layer_norm2``, ``mlp`
 
 SDXL conditioning, as ComfyUI's CLIPTextEncode makes it: CLIP-L penultimate layer and CLIP-G penultimate layer
 (no final LayerNorm), concatenated per position -> [B, 77, 2048]; pooled = CLIP-G's final-LayerNorm state at the
-end token, projected -> [B, 1280]; only causal masking (no padding mask).
+end token, projected -> [B, 1280]; only causal masking (no padding mask). A prompt longer than one 77-token chunk
+is encoded chunk by chunk and the chunks concatenated, the pooled vector coming from the first chunk.
 """
 from __future__ import annotations
 
@@ -17,20 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .prompts import PromptTokens
+from ..layers import multi_head_attention
+from .prompts import CHUNK, PromptTokens
 
 ENCODERS: tuple[str, ...] = ("clip_l", "clip_g")
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
                **_: Any) -> torch.Tensor:
-    b, n, d = q.shape
-    q, k, v = (t.view(b, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.transpose(1, 2).reshape(b, n, d)
+    """The ``optimized_attention`` ComfyUI's CLIP layers call: plain SDPA, which autograd differentiates."""
+    return multi_head_attention(q, k, v, heads, mask=mask)
 
 
 @dataclass
@@ -106,8 +105,9 @@ class SDXLTextEncoder:
         contexts = []
         pooled = None
         for name, stack in self.stacks().items():
-            ids = torch.tensor(prompt.ids[name], device=self.device).unsqueeze(0)
-            embeds = stack.token_embeddings(ids)
+            ids = torch.tensor(prompt.ids[name], device=self.device)
+            chunks = ids.numel() // CHUNK
+            embeds = stack.token_embeddings(ids).unsqueeze(0)  # [1, chunks * 77, D]
             if rows is not None:
                 r = rows[name].to(self.device, torch.float32)
                 r = r.unsqueeze(0) if r.dim() == 2 else r
@@ -119,10 +119,12 @@ class SDXLTextEncoder:
                 placed = torch.zeros_like(embeds)
                 placed = placed.index_copy(1, torch.tensor(slots, device=self.device), r)
                 embeds = embeds * keep + placed
-            hidden, p = stack.forward(embeds, [prompt.eos] * embeds.shape[0], want_pooled=name == "clip_g")
-            contexts.append(hidden)
+            b = embeds.shape[0]
+            hidden, p = stack.forward(embeds.reshape(b * chunks, CHUNK, -1), [prompt.eos] * (b * chunks),
+                                      want_pooled=name == "clip_g")
+            contexts.append(hidden.reshape(b, chunks * CHUNK, -1))
             if p is not None:
-                pooled = p
+                pooled = p.reshape(b, chunks, -1)[:, 0]  # ComfyUI pools the first chunk
         b = max(c.shape[0] for c in contexts)
         contexts = [c.expand(b, -1, -1) for c in contexts]
         return torch.cat(contexts, dim=-1), pooled.expand(b, -1)

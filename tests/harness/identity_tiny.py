@@ -85,9 +85,12 @@ class WordTokenizer:
 
 
 class TinyDenoiser(nn.Module):
-    """eps-prediction on 4-channel latents, one cross-attention block ("middle", 0) with ComfyUI-style hooks."""
+    """eps-prediction on 4-channel latents, one cross-attention block ("middle", 0) with ComfyUI-style hooks.
+    ``dtype``: the compute dtype (weights and activations), as ComfyUI casts an fp16/bf16 UNet; the noise
+    prediction comes back as float32, as ComfyUI's ``calculate_denoised`` returns it."""
 
-    def __init__(self, context_dim: int = 40, pooled_dim: int = 24, ch: int = 16, seed: int = 0) -> None:
+    def __init__(self, context_dim: int = 40, pooled_dim: int = 24, ch: int = 16, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.inp = nn.Conv2d(4, ch, 3, padding=1)
@@ -98,12 +101,19 @@ class TinyDenoiser(nn.Module):
         with torch.no_grad():  # a strong text path, so that a few steps on tokens show in the loss
             self.to_out.weight.mul_(4.0)
             self.pool.weight.mul_(4.0)
+            # SDXL's cross-attention is far from uniform: per query its logits span ~10 (the start token takes
+            # most of the mass); random init gives ~0.7, so the queries are scaled to SDXL's spread
+            self.to_q.weight.mul_(15.0)
         self.requires_grad_(False)
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
         alphas = torch.cumprod(1 - betas, 0)
         self.register_buffer("sigmas", ((1 - alphas) / alphas) ** 0.5)
         self.patch = None  # an object with attn2_patch / attn2_replace (TrainingAttention)
         self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (context, value) fed to the keys/values
+        self.sizes: list[torch.Tensor | None] = []  # original_size given to each call
+        self.compute_dtype = dtype
+        self.to(dtype)
+        self.sigmas = self.sigmas.float()
 
     def sigma_of(self, timesteps: torch.Tensor) -> torch.Tensor:
         return self.sigmas[timesteps.long().clamp(0, 999)]
@@ -111,8 +121,11 @@ class TinyDenoiser(nn.Module):
     def add_noise(self, x0, noise, sigma):
         return x0 + noise * sigma.view(-1, 1, 1, 1)
 
-    def predict_noise(self, x_t, sigma, context, pooled):
-        x = x_t / (sigma.view(-1, 1, 1, 1) ** 2 + 1) ** 0.5
+    def predict_noise(self, x_t, sigma, context, pooled, original_size=None):
+        self.sizes.append(original_size)
+        dt = self.compute_dtype
+        x = (x_t / (sigma.view(-1, 1, 1, 1) ** 2 + 1) ** 0.5).to(dt)
+        context, pooled = context.to(dt), pooled.to(dt)
         h = F.silu(self.inp(x))
         b, c, hh, ww = h.shape
         n = h.flatten(2).transpose(1, 2)
@@ -128,17 +141,19 @@ class TinyDenoiser(nn.Module):
             w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1)
             a = w @ v
         n = n + self.to_out(a) + self.pool(pooled).unsqueeze(1)
-        return self.out(n.transpose(1, 2).reshape(b, c, hh, ww))
+        return self.out(n.transpose(1, 2).reshape(b, c, hh, ww)).float()
 
 
-def problem(method: str, seed: int = 0, photos: int = 2):
-    """A TrainingProblem over the tiny parts (random 'photo' latents and face embedding from ``seed``)."""
+def problem(method: str, seed: int = 0, photos: int = 2, latent: int = 8, dtype: torch.dtype = torch.float32):
+    """A TrainingProblem over the tiny parts (random 'photo' latents and face embedding from ``seed``);
+    ``latent`` is the latents' side (128 = SDXL at 1024 px), ``dtype`` the denoiser's compute dtype."""
     from faceclip_core.identity import TrainingAttention, TrainingProblem
 
     g = torch.Generator().manual_seed(seed + 100)
-    denoiser = TinyDenoiser(seed=seed)
+    denoiser = TinyDenoiser(seed=seed, dtype=dtype)
     attention = TrainingAttention(blocks=frozenset({("middle", 0)}))
     denoiser.patch = attention
     face = F.normalize(torch.randn(32, generator=g), dim=0)
-    return TrainingProblem(latents=torch.randn(photos, 4, 8, 8, generator=g), text=text_encoder(seed),
-                           denoiser=denoiser, tokenize=WordTokenizer(), attention=attention, face=face)
+    latents = torch.randn(photos, 4, latent, latent, generator=g)
+    return TrainingProblem(latents=latents, text=text_encoder(seed), denoiser=denoiser, tokenize=WordTokenizer(),
+                           attention=attention, face=face, original_sizes=torch.full((photos,), 8 * latent))

@@ -85,9 +85,11 @@ class SaveConditioning(io.ComfyNode):
 
 
 class ProbeSample(io.ComfyNode):
-    """KSampler (euler, normal) that records what every cross-attention receives as keys' and values' context,
-    after all other attn2 patches: per call the block, sigma, cond_or_uncond and, per batch row, sums of the
-    context and value and whether they are equal. Also reports the sums of the given positive and negative."""
+    """KSampler (euler, normal) that records what the model receives, after all other patches and wrappers:
+    per model call the sigma, cond_or_uncond and per batch row the sums of the cross-attention context and of the
+    ADM vector's pooled part; per cross-attention call the block, sigma, cond_or_uncond and per row the sums of
+    its keys' and values' context and whether they are equal. Also reports the given positive's and negative's
+    sums and the class of the model patcher that sampled."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -99,10 +101,11 @@ class ProbeSample(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps: int, cfg: float) -> io.NodeOutput:
+        import comfy.patcher_extension
         import nodes
         import torch
 
-        records = []
+        records, model_calls = [], []
 
         def probe(n, context, value, extra):
             value = context if value is None else value
@@ -113,11 +116,89 @@ class ProbeSample(io.ComfyNode):
                           "same": bool(torch.equal(context[i], value[i]))} for i in range(context.shape[0])]})
             return n, context, value
 
+        def model_call(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+            y = kwargs.get("y")
+            model_calls.append({
+                "sigma": float(t.reshape(-1)[0]), "cond_or_uncond": list(transformer_options["cond_or_uncond"]),
+                "rows": [{"context": float(c_crossattn[i].float().sum()), "length": int(c_crossattn.shape[1]),
+                          "pooled": None if y is None else float(y[i, :1280].float().sum())}
+                         for i in range(c_crossattn.shape[0])]})
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
         probed = model.clone()
         probed.set_model_attn2_patch(probe)  # runs after the patches already on the model
+        probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "faceclip_test_probe", model_call)
         (out,) = nodes.common_ksampler(probed, 0, steps, cfg, "euler", "normal", positive, negative, latent)
-        sums = {"positive": float(positive[0][0].float().sum()), "negative": float(negative[0][0].float().sum())}
-        return io.NodeOutput(out, ui={"calls": records, "given": [sums]})
+        sums = {"positive": float(positive[0][0].float().sum()), "negative": float(negative[0][0].float().sum()),
+                "patcher": type(probed).__name__}
+        return io.NodeOutput(out, ui={"calls": records, "model_calls": model_calls, "given": [sums]})
+
+
+class SaveStageContexts(io.ComfyNode):
+    """Writes the per-stage keys/values/pooled that Apply ID Embedding put into a conditioning's first entry to
+    output/<name>.safetensors (what the sampler must route to)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_SaveStageContexts", category="testing",
+                         inputs=[io.Conditioning.Input("conditioning"), io.String.Input("name")], outputs=[],
+                         is_output_node=True)
+
+    @classmethod
+    def execute(cls, conditioning, name: str) -> io.NodeOutput:
+        import os
+
+        import folder_paths
+        from safetensors.torch import save_file
+
+        (stages,) = conditioning[0][1]["model_conds"]["faceclip_id_stages"].rows
+        path = os.path.join(folder_paths.get_output_directory(), f"{name}.safetensors")
+        save_file({"keys": stages.keys.float().contiguous(), "values": stages.values.float().contiguous(),
+                   "pooled": stages.pooled.float().contiguous()}, path)
+        return io.NodeOutput(ui={"saved": [path]})
+
+
+def _allow_dynamic_patcher_on_cpu() -> None:
+    """ComfyUI's dynamic VRAM patcher hands CPU devices to the classic patcher in its __new__; the test server
+    runs on the CPU, so that reroute is turned off here (the class's own code runs unchanged) and comfy-aimdo's
+    host-side library is loaded, as main.py loads it at start-up when dynamic VRAM is on."""
+    import importlib
+
+    import comfy.model_patcher
+    import comfy_aimdo.control
+
+    if comfy_aimdo.control.lib is None:
+        comfy_aimdo.control.init()
+        for name in ("host_buffer", "model_mmap", "model_vbar", "vram_buffer"):  # they bound the library at import
+            importlib.reload(importlib.import_module(f"comfy_aimdo.{name}"))
+    dynamic = comfy.model_patcher.ModelPatcherDynamic
+    if "__new__" in dynamic.__dict__:
+        dynamic.__new__ = lambda cls, *args, **kwargs: object.__new__(cls)
+
+
+class DynamicUNETLoader(io.ComfyNode):
+    """UNETLoader under ComfyUI's dynamic VRAM patcher (ModelPatcherDynamic, the default on NVIDIA GPUs)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_DynamicUNETLoader", category="testing",
+                         inputs=[io.String.Input("unet_name")], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, unet_name: str) -> io.NodeOutput:
+        import comfy.model_patcher
+        import comfy.sd
+        import folder_paths
+
+        _allow_dynamic_patcher_on_cpu()
+        core = comfy.model_patcher.CoreModelPatcher
+        comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic  # what main.py sets
+        try:
+            model = comfy.sd.load_diffusion_model(folder_paths.get_full_path_or_raise("diffusion_models", unet_name))
+        finally:
+            comfy.model_patcher.CoreModelPatcher = core
+        assert model.is_dynamic(), type(model)
+        return io.NodeOutput(model)
 
 
 class SDXLParts(io.ComfyNode):
@@ -150,7 +231,8 @@ class SDXLParts(io.ComfyNode):
 
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts]
+        return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts,
+                SaveStageContexts, DynamicUNETLoader]
 
 
 async def comfy_entrypoint() -> TestingExtension:
