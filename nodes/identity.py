@@ -98,27 +98,30 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                                  tooltip="Recompute the UNet's and the text encoders' activations in the "
                                          "backward pass: much less memory, slower (each block runs twice); the "
                                          "learned tokens are the same."),
-                io.Combo.Input("training_dtype", options=list(TRAINING_DTYPES), default="auto",
+                # added after the first release: optional, so API-format graphs saved before still validate
+                io.Combo.Input("training_dtype", optional=True, options=list(TRAINING_DTYPES), default="auto",
                                tooltip="The UNet's compute dtype while training. auto: bf16 where the GPU has "
                                        "it, else fp16 with loss scaling, fp32 on CPU. Tokens stay fp32."),
-                io.Combo.Input("framing", options=list(FRAMINGS), default="head_and_shoulders",
+                io.Combo.Input("framing", optional=True, options=list(FRAMINGS), default="head_and_shoulders",
                                tooltip="How much of each photo around the face is trained on. face: the tight "
                                        "aligned crop; head: with hair; head_and_shoulders: a portrait."),
-                io.Combo.Input("class_word", options=list(CLASS_WORDS), default="person",
+                io.Combo.Input("class_word", optional=True, options=list(CLASS_WORDS), default="person",
                                tooltip="What the person is: ID-EA writes '<id> <class_word>' in its prompts; "
                                        "SeFi-IDE aligns the identity's attention with this word's."),
-                io.Int.Input("num_tokens", default=0, min=0, max=8, advanced=True,
+                io.Int.Input("num_tokens", optional=True, default=0, min=0, max=8, advanced=True,
                              tooltip=f"Tokens standing for the person; 0 = the method's "
                                      f"({_defaults('num_tokens')})."),
-                io.Combo.Input("attention_tokens", options=["all", "identity"], default="all", advanced=True,
+                io.Combo.Input("attention_tokens", optional=True, options=["all", "identity"], default="all",
+                               advanced=True,
                                tooltip="SeFi-IDE: which tokens' attention is aligned with the reference prompt's: "
                                        "all (the identity and every token after it) or identity (its own only)."),
-                io.Float.Input("adapter_scale", default=0.4, min=0.0, max=2.0, step=0.05, advanced=True,
+                io.Float.Input("adapter_scale", optional=True, default=0.4, min=0.0, max=2.0, step=0.05,
+                               advanced=True,
                                tooltip="ID-EA: beta of the training-only ID-Adapter (code: 0.4); its part fades "
                                        "to 0 over the last 20% of the steps."),
-                io.Boolean.Input("flip", default=True, advanced=True,
+                io.Boolean.Input("flip", optional=True, default=True, advanced=True,
                                  tooltip="Also train on the mirror image of every photo."),
-                io.Int.Input("micro_batch", default=0, min=0, max=64, advanced=True,
+                io.Int.Input("micro_batch", optional=True, default=0, min=0, max=64, advanced=True,
                              tooltip="Samples per forward/backward pass (0 = the whole batch at once); smaller "
                                      "saves memory, the result is the same."),
             ],

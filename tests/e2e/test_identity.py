@@ -357,3 +357,15 @@ def test_gradient_checkpointing_learns_the_same_tokens(client, photo, sdxl_clip,
     assert learned[False].keys() == learned[True].keys()
     for key, value in learned[False].items():
         assert torch.allclose(value, learned[True][key], atol=1e-5, rtol=1e-4), key
+
+
+def test_an_api_graph_saved_before_the_new_inputs_still_validates(client, photo, sdxl_clip):
+    """The inputs added in this version are optional: a graph without them passes ComfyUI's validation (and here
+    stops at the node's own check of the name, before any training)."""
+    graph = train_graph(photo, "not a valid name", "ID-EA")
+    for added in ("training_dtype", "framing", "class_word", "num_tokens", "attention_tokens", "adapter_scale",
+                  "flip", "micro_batch"):
+        del graph["train"]["inputs"][added]
+    result = client.run(graph)
+    assert not result.node_errors
+    assert result.status == "error" and "can't be used" in result.error["exception_message"]
