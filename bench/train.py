@@ -121,6 +121,7 @@ def _boot_comfy(cpu: bool):
 
     if cpu:
         comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.fp32_text_enc = True  # see tests/harness/server_env.py: the same numbers, faster
     sys.path.insert(0, str(REPO.parent))
     return importlib.import_module(f"{REPO.name}.nodes.sdxl_training"), comfy_dir
 

@@ -106,6 +106,8 @@ def idea(client_module, photo, sdxl_clip, comfy_base) -> str:
     """One ID-EA identity trained for 2 steps (used by several tests)."""
     result = client_module.run(train_graph(photo, "alice_idea", "ID-EA", steps=2))
     assert result.ok, result.describe_error()
+    text = result.outputs["train"]["text"][0]
+    assert "fp32" in text and "head_and_shoulders" in text and "2 training images" in text  # photo + mirror
     return "alice_idea"
 
 
@@ -114,24 +116,21 @@ def test_idea_training_writes_a_standard_sdxl_embedding(idea, comfy_base, client
     assert tensors["clip_l"].shape == (2, 768) and tensors["clip_g"].shape == (2, 1280)
     assert (comfy_base / "models" / "faceclip_identity_state" / f"{idea}.safetensors").is_file()
     assert sorted(p.name for p in (comfy_base / "models" / "embeddings").iterdir() if p.name.startswith(".")) == []
-    (first, second) = history(comfy_base, idea)
-    assert first["regulariser"] is not None and first["attention"] is None and not first["skipped"]
+    first, _ = history(comfy_base, idea)
+    assert first["regulariser"] is not None and first["attention"] is None and first["loss_scale"] is None
 
 
-@pytest.mark.parametrize("training_dtype", ["fp16", "bf16"])
-def test_training_with_the_unet_in_half_precision_learns_finite_tokens(client, photo, sdxl_clip, comfy_base,
-                                                                       training_dtype):
-    """What a GPU does by default (ComfyUI computes SDXL in fp16 or bf16), forced on the CPU."""
-    name = f"half_{training_dtype}"
-    result = client.run(train_graph(photo, name, "ID-EA", steps=1, training_dtype=training_dtype, overwrite=True))
+def test_training_with_the_unet_in_fp16_uses_loss_scaling_and_learns_finite_tokens(client, photo, sdxl_clip,
+                                                                                    comfy_base):
+    """What most NVIDIA GPUs do by default (ComfyUI computes SDXL in fp16), forced on the CPU. bf16 takes the same
+    path without the scaler (its gradients are checked against fp32 in the core tests)."""
+    result = client.run(train_graph(photo, "half_fp16", "ID-EA", steps=1, training_dtype="fp16", overwrite=True))
     assert result.ok, result.describe_error()
-    (step,) = history(comfy_base, name)
+    (step,) = history(comfy_base, "half_fp16")
     assert torch.isfinite(torch.tensor([step["loss"], step["grad_norm"]])).all() and step["grad_norm"] > 0
-    assert step["loss_scale"] == (65536.0 if training_dtype == "fp16" else None) and not step["skipped"]
-    tensors = saved_tensors(comfy_base, name)
-    assert all(torch.isfinite(t).all() for t in tensors.values())
-    text = result.outputs["train"]["text"][0]
-    assert training_dtype in text and "head_and_shoulders" in text
+    assert step["loss_scale"] == 65536.0 and not step["skipped"]
+    assert all(torch.isfinite(t).all() for t in saved_tensors(comfy_base, "half_fp16").values())
+    assert "fp16" in result.outputs["train"]["text"][0]
 
 
 def test_embedding_name_in_core_cliptextencode_changes_conditioning_exactly_at_the_tokens(idea, client, comfy_base):
@@ -325,7 +324,7 @@ def test_apply_positive_with_a_model_that_is_not_applys_is_an_error_not_silence(
 
 
 def test_sefi_training_reports_both_loss_terms_and_apply_uses_what_it_learned(client, photo, sdxl_clip, comfy_base):
-    graph = train_graph(photo, "alice_sefi", "SeFi-IDE", steps=3, stages=2, overwrite=True)
+    graph = train_graph(photo, "alice_sefi", "SeFi-IDE", steps=2, stages=2, overwrite=True)
     graph["apply"] = {"class_type": "FaceCLIPApplyIDEmbedding", "inputs": {
         "model": ["unet", 0], "clip": ["clip", 0], "id_embedding": ["train", 0],
         "prompt": "a photo of {id} wearing sunglasses"}}
