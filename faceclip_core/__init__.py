@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     # several faces -> conditioning (issue 5)
     "encode_in_chunks": ".conditioning",
     "average_identity": ".conditioning",
+    "WEIGHT_DTYPES": ".dtypes",
     # per-identity ID embeddings: SeFi-IDE and ID-EA (issue 6)
     "train_identity": ".identity",
     "load_embedding": ".identity",

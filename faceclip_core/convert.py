@@ -12,31 +12,25 @@ and only then renamed over the destination.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import FaceCLIPError, FaceCLIPStateDictError
-from .loader import StateDict, _check_keys, build_meta, expected_tensors, infer_config, read_state_dict, strip_prefix
+from . import safetensors_io
+from .dtypes import WEIGHT_DTYPES
+from .errors import FaceCLIPError, FaceCLIPStateDictError, FaceCLIPWeightsError
+from .loader import StateDict, check_state_dict, read_state_dict, strip_prefix
 
 log = logging.getLogger(__name__)
 
 ENCODER = "faceclip_encoder"
 UNET = "sdxl_unet_diffusers"
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-_ST_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 # Keys every diffusers UNet2DConditionModel state dict has; add_embedding is what SDXL adds (pooled + time ids).
 _UNET_KEYS = ("conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.resnets.0.conv1.weight",
               "conv_out.weight")
@@ -72,69 +66,13 @@ def detect_kind(sd: Mapping[str, torch.Tensor]) -> str:
                        "face_clip_encoder.pt (keys face_clip_l.*, face_clip_g.*) or unet.pt (conv_in.*, down_blocks.*)")
 
 
-def _header(tensors: Iterable[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str]) -> tuple[bytes, int]:
-    entries: dict[str, object] = {"__metadata__": metadata}
-    offset = 0
-    for name, dtype, shape in tensors:
-        if dtype not in _ST_DTYPES:
-            raise ConvertError(f"tensor {name} has dtype {dtype}, which safetensors cannot store")
-        n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        entries[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(entries, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # the format pads the header with spaces to 8-byte alignment
-    return raw, offset
-
-
-def write_safetensors(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None,
-                      metadata: dict[str, str]) -> int:
-    """Stream ``sd`` to ``path`` in safetensors format, casting float tensors to ``dtype`` (None keeps them)."""
-    def out_dtype(t: torch.Tensor) -> torch.dtype:
-        return dtype if dtype is not None and t.is_floating_point() else t.dtype
-
-    names = sorted(sd)
-    header, total = _header(((k, out_dtype(sd[k]), tuple(sd[k].shape)) for k in names), metadata)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(header)))
-        fh.write(header)
-        for k in names:
-            t = sd[k].detach().to("cpu", out_dtype(sd[k])).contiguous()
-            # A uint8 view lets numpy hand out the raw bytes for any dtype (numpy has no bfloat16).
-            fh.write(t.reshape(-1).view(torch.uint8).numpy().data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return 8 + len(header) + total
-
-
-def verify(path: Path, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:
-    """Read ``path`` back and compare every tensor with what was meant to be written."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            keys = set(fh.keys())
-            if keys != set(sd):
-                raise ConvertError(f"verification failed: {path.name} has {len(keys)} tensors, expected {len(sd)}")
-            for k in sorted(sd):
-                want = sd[k]
-                if dtype is not None and want.is_floating_point():
-                    want = want.to(dtype)
-                got = fh.get_tensor(k)
-                if got.dtype != want.dtype or got.shape != want.shape or not torch.equal(got, want):
-                    raise ConvertError(f"verification failed: tensor {k} differs after writing {path.name}")
-    except ConvertError:
-        raise
-    except Exception as err:
-        raise ConvertError(f"verification failed: {path.name} does not re-load ({err})") from err
-
-
 def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str | None = None, force: bool = False
             ) -> ConvertResult:
     """Convert ``src`` (.pt or .safetensors) to the .safetensors ``dst``. ``dtype``: "bf16", "fp16", "fp32" or
     None (keep the source dtypes: the released files are bf16)."""
     src_p, dst_p = Path(src), Path(dst)
-    if dtype is not None and dtype not in DTYPES:
-        raise ConvertError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        raise ConvertError(f"--dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     if dst_p.suffix.lower() != ".safetensors":
         raise ConvertError(f"the destination must end in .safetensors (ComfyUI picks files by extension): {dst_p}")
     if dst_p.exists() and src_p.exists() and dst_p.resolve() == src_p.resolve():
@@ -149,17 +87,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str | None = 
     if kind == ENCODER:
         # Refuse to write a file the loader would refuse: check the whole key set and every shape.
         try:
-            _check_keys(sd, expected_tensors(build_meta(infer_config(sd))))
+            check_state_dict(sd)
         except FaceCLIPStateDictError as err:
             raise ConvertError(f"{src_p.name}: {err}") from err
-    torch_dtype = DTYPES[dtype] if dtype else None
+    torch_dtype = WEIGHT_DTYPES[dtype] if dtype else None
     meta = {"format": "pt", "faceclip_kind": kind, "source": src_p.name, "converted_by": "faceclip_core.convert"}
 
     tmp = dst_p.with_name(f".{dst_p.name}.{os.getpid()}.tmp")
     try:
-        size = write_safetensors(tmp, sd, torch_dtype, meta)
-        verify(tmp, sd, torch_dtype)
+        size = safetensors_io.write(tmp, sd, torch_dtype, meta)
+        safetensors_io.verify(tmp, sd, torch_dtype)
         os.replace(tmp, dst_p)  # atomic within one folder: readers see the old file or the complete new one
+    except FaceCLIPWeightsError as err:
+        tmp.unlink(missing_ok=True)
+        raise ConvertError(str(err)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -173,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert FaceCLIP's face_clip_encoder.pt or unet.pt to .safetensors (kind detected from keys).")
     parser.add_argument("src", help="face_clip_encoder.pt or unet.pt (or a .safetensors to re-cast)")
     parser.add_argument("dst", help="output .safetensors path")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    parser.add_argument("--dtype", choices=sorted(WEIGHT_DTYPES), default=None,
                         help="cast float tensors (default: keep the source dtype, bf16 for the released files)")
     parser.add_argument("--force", action="store_true", help="overwrite dst if it exists")
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from torch import nn
 from .errors import FaceCLIPInputError
 from .face_vit import FaceViT, FaceViTConfig
 from .fuser import Fuser, FuserConfig
-from .layers import cast_like, ops_or_default
+from .layers import ops_or_default, positions
 from .text_tower import TextTowerConfig, build_text_tower, run_text_tower
 from .tokenizer import check_prompts, tokenize_batch
 
@@ -100,9 +100,9 @@ class FaceCLIPBranch(nn.Module):
         id_tok = self.id_token(face_embed)
         hidden, pooled = run_text_tower(self, token_ids, id_mask, id_tok, dtype)
         text = self.text_embed_proj(hidden)
-        text_pos = self.text_pos_proj(cast_like(self.positional_embedding, text))
+        text_pos = self.text_pos_proj(positions(self.positional_embedding, text))
         face = self.face_patch_proj(face_patches)
-        face_pos = self.face_pos_proj(cast_like(self.face_encoder.pos_embed, face))
+        face_pos = self.face_pos_proj(positions(self.face_encoder.pos_embed, face))
         fused = self.fuser(face, face_pos, text, text_pos[None].expand_as(text))
         return {"id_token": id_tok, "text_hidden": hidden, "pooled": pooled, "fused": fused}
 
@@ -134,19 +134,11 @@ class FaceCLIPEncoder(nn.Module):
     def face_encoder_shared(self) -> bool:
         return self.face_clip_g.face_encoder is self.face_clip_l.face_encoder
 
-    @property
-    def device(self) -> torch.device:
-        return self.face_clip_l.positional_embedding.device
-
-    @device.setter
-    def device(self, value: torch.device) -> None:
-        # Model managers (ComfyUI's ModelPatcher) record the device they moved the module to; the weights
-        # themselves are the truth, so the recorded value is not kept.
-        pass
-
     # ---- input handling -------------------------------------------------------------------------------------
     def prepare(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: Any) -> EncodeInputs:
-        """Validate the arguments of :meth:`encode` and turn them into model inputs."""
+        """Validate the arguments of :meth:`encode` and turn them into model inputs, on the faces' device (the
+        encoder computes where its input is: under a model manager the weights may live elsewhere and be cast
+        per layer)."""
         if not isinstance(faces, torch.Tensor):
             raise FaceCLIPInputError(f"faces must be a torch.Tensor [B,3,H,W], got {type(faces).__name__}")
         if faces.ndim == 3 and faces.shape[0] == 3:
@@ -196,7 +188,7 @@ class FaceCLIPEncoder(nn.Module):
         window = torch.arange(ids.shape[1]) < ID_WINDOW
         id_mask = (ids == ID_TOKEN) & window[None, :] & mask[:, None]
 
-        dev = self.device
+        dev = faces.device
         img = f32.to(dev)
         if img.shape[-2:] != (self.cfg.l.face.img_size,) * 2:
             size = self.cfg.l.face.img_size

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import FrozenBatchNorm1d, cast_like, empty_param, layer_norm_fp32, multi_head_attention, ops_or_default
+from .layers import batch_norm_fp32, layer_norm_fp32, multi_head_attention, ops_or_default, positions
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,21 @@ class ViTBlock(nn.Module):
         return x + self.mlp(layer_norm_fp32(self.norm2, x))
 
 
-def build_feature_head(cfg: FaceViTConfig, device: Any, dtype: torch.dtype | None, operations: Any) -> nn.Sequential:
-    """Linear(144*dim -> dim) -> BN -> Linear(dim -> 512) -> BN, keys ``feature.0`` .. ``feature.3``."""
-    return nn.Sequential(
-        operations.Linear(cfg.num_patches * cfg.dim, cfg.dim, bias=False, device=device, dtype=dtype),
-        FrozenBatchNorm1d(cfg.dim, cfg.bn_eps, device=device),
-        operations.Linear(cfg.dim, cfg.embed_size, bias=False, device=device, dtype=dtype),
-        FrozenBatchNorm1d(cfg.embed_size, cfg.bn_eps, device=device),
-    )
+class FeatureHead(nn.ModuleList):
+    """Linear(144*dim -> dim) -> BN -> Linear(dim -> 512) -> BN, keys ``feature.0`` .. ``feature.3``; the
+    BatchNorms are frozen (eval) and computed in float32."""
+
+    def __init__(self, cfg: FaceViTConfig, device: Any, dtype: torch.dtype | None, operations: Any) -> None:
+        super().__init__([
+            operations.Linear(cfg.num_patches * cfg.dim, cfg.dim, bias=False, device=device, dtype=dtype),
+            operations.BatchNorm2d(cfg.dim, eps=cfg.bn_eps, device=device, dtype=torch.float32),
+            operations.Linear(cfg.dim, cfg.embed_size, bias=False, device=device, dtype=dtype),
+            operations.BatchNorm2d(cfg.embed_size, eps=cfg.bn_eps, device=device, dtype=torch.float32),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = batch_norm_fp32(self[1], self[0](x))
+        return batch_norm_fp32(self[3], self[2](x))
 
 
 class FaceViT(nn.Module):
@@ -98,17 +105,17 @@ class FaceViT(nn.Module):
         ops = ops_or_default(operations)
         self.cfg = cfg
         self.patch_embed = PatchEmbed(cfg, device, dtype, ops)
-        self.pos_embed = empty_param(1, cfg.num_patches, cfg.dim, device=device, dtype=dtype)
-        # Used only for masked training in arcface_torch; kept so the checkpoint loads strictly.
-        self.mask_token = empty_param(1, 1, cfg.dim, device=device, dtype=dtype)
+        # the checkpoint's [1, N, dim] pos_embed, as a table of N rows (arcface_torch's mask_token, used only for
+        # masked training, is not built)
+        self.pos_embed = ops.Embedding(cfg.num_patches, cfg.dim, device=device, dtype=dtype)
         self.blocks = nn.ModuleList(ViTBlock(cfg, device, dtype, ops) for _ in range(cfg.depth))
         self.norm = ops.LayerNorm(cfg.dim, eps=cfg.ln_eps, device=device, dtype=torch.float32)
-        self.feature = build_feature_head(cfg, device, dtype, ops)
+        self.feature = FeatureHead(cfg, device, dtype, ops)
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``img`` [B, 3, 112, 112] in the compute dtype -> (embedding [B, 512], patch tokens [B, 144, dim])."""
         x = self.patch_embed(img)
-        x = x + cast_like(self.pos_embed, x)
+        x = x + positions(self.pos_embed, x)
         for block in self.blocks:
             x = block(x)
         patches = layer_norm_fp32(self.norm, x)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PackedAttention, cast_like, empty_param, layer_norm_fp32, ops_or_default
+from .layers import PackedAttention, layer_norm_fp32, ops_or_default
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,15 @@ class BiAttention(nn.Module):
 
 
 class BiAttentionBlock(nn.Module):
+    """The checkpoint's layer-scale vectors gamma_v / gamma_l multiply the attention's output projections; they are
+    folded into out_v_proj / out_l_proj at load (``checkpoint_layout``), so every weight sits in a layer."""
+
     def __init__(self, cfg: FuserConfig, device: Any, dtype: torch.dtype | None, operations: Any) -> None:
         super().__init__()
         d = cfg.d_model
         self.layer_norm_v = operations.LayerNorm(d, eps=cfg.ln_eps, device=device, dtype=torch.float32)
         self.layer_norm_l = operations.LayerNorm(d, eps=cfg.ln_eps, device=device, dtype=torch.float32)
         self.attn = BiAttention(cfg, device, dtype, operations)
-        self.gamma_v = empty_param(d, device=device, dtype=dtype)
-        self.gamma_l = empty_param(d, device=device, dtype=dtype)
 
     def forward(self, v: torch.Tensor, l: torch.Tensor, need_v: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -92,10 +93,9 @@ class BiAttentionBlock(nn.Module):
         v = layer_norm_fp32(self.layer_norm_v, v)
         l = layer_norm_fp32(self.layer_norm_l, l)
         dv, dl = self.attn(v, l, need_v=need_v)
-        l = l + cast_like(self.gamma_l, l) * dl
         if dv is None:
-            return None, l
-        return v + cast_like(self.gamma_v, v) * dv, l
+            return None, l + dl
+        return v + dv, l + dl
 
 
 class TextLayer(nn.Module):
@@ -111,8 +111,7 @@ class TextLayer(nn.Module):
         self.norm2 = operations.LayerNorm(d, eps=cfg.ln_eps, device=device, dtype=torch.float32)
 
     def forward(self, l: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        qk = l + pos
-        l = layer_norm_fp32(self.norm1, l + self.self_attn(qk, qk, l))
+        l = layer_norm_fp32(self.norm1, l + self.self_attn(l + pos, value=l))
         return layer_norm_fp32(self.norm2, l + self.linear2(F.relu(self.linear1(l))))
 
 
@@ -203,16 +202,13 @@ class FusionEncoder(nn.Module):
 
 
 class Fuser(nn.Module):
-    """``fuser.*``: the encoder plus two training-only heads kept for strict loading."""
+    """``fuser.*``: the encoder. The checkpoint's two training-only heads (enc_output, enc_output_norm:
+    GroundingDINO two-stage leftovers) are not built."""
 
     def __init__(self, cfg: FuserConfig, device: Any = None, dtype: torch.dtype | None = None,
                  operations: Any = None) -> None:
         super().__init__()
-        ops = ops_or_default(operations)
-        self.encoder = FusionEncoder(cfg, device, dtype, ops)
-        # In the checkpoint, unused by the encoder path (GroundingDINO two-stage leftovers).
-        self.enc_output = ops.Linear(cfg.d_model, cfg.d_model, bias=True, device=device, dtype=dtype)
-        self.enc_output_norm = ops.LayerNorm(cfg.d_model, device=device, dtype=torch.float32)
+        self.encoder = FusionEncoder(cfg, device, dtype, ops_or_default(operations))
 
     def forward(self, v: torch.Tensor, v_pos: torch.Tensor, l: torch.Tensor, l_pos: torch.Tensor) -> torch.Tensor:
         return self.encoder(v, v_pos, l, l_pos)

@@ -1,10 +1,10 @@
 """Small building blocks shared by the text tower, face ViT and fuser.
 
-``operations`` follows ComfyUI's convention: a namespace whose ``Linear``, ``LayerNorm``, ``Conv2d`` and
-``Embedding`` take ``(…, device=..., dtype=...)``. The default is ``torch.nn`` without weight init; the nodes can pass
-``comfy.ops.manual_cast`` instead. Tensors that are bare parameters (packed attention projections, positional
-tables, layer-scale gammas) are cast to the activation's dtype/device where they are used, the same thing
-manual_cast does for its layers, which is a no-op when they already match.
+``operations`` follows ComfyUI's convention: a namespace whose ``Linear``, ``LayerNorm``, ``Conv2d``, ``Embedding``
+and ``BatchNorm2d`` take ``(..., device=..., dtype=...)``. The default is ``torch.nn`` without weight init; the
+nodes pass ``comfy.ops.manual_cast``. Every weight of the encoder lives in one of these layers, so ComfyUI's model
+manager can cast it, move it, load it partially or stream it like any core model's weights; where the released
+checkpoint's names do not fit a layer, ``checkpoint_layout`` renames them at load.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 class _NoInit:
     """Skips torch's random initialisation: every weight comes from a checkpoint, and initialising on the meta
@@ -39,35 +40,33 @@ class Embedding(_NoInit, nn.Embedding):
     pass
 
 
-DEFAULT_OPERATIONS = SimpleNamespace(Linear=Linear, LayerNorm=LayerNorm, Conv2d=Conv2d, Embedding=Embedding)
+class BatchNorm2d(_NoInit, nn.BatchNorm2d):
+    pass
+
+
+DEFAULT_OPERATIONS = SimpleNamespace(Linear=Linear, LayerNorm=LayerNorm, Conv2d=Conv2d, Embedding=Embedding,
+                                     BatchNorm2d=BatchNorm2d)
 
 
 def ops_or_default(operations: Any | None) -> Any:
     return DEFAULT_OPERATIONS if operations is None else operations
 
 
-def empty_param(*shape: int, device: Any = None, dtype: torch.dtype | None = None) -> nn.Parameter:
-    """An uninitialised, frozen parameter: the weights always come from a checkpoint."""
-    return nn.Parameter(torch.empty(shape, device=device, dtype=dtype), requires_grad=False)
-
-
-def cast_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``t`` on ``x``'s device and dtype (no copy when it already is)."""
-    return t.to(device=x.device, dtype=x.dtype, non_blocking=True)
-
-
 def layer_norm_fp32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm computed in float32 and cast back, as open_clip's LayerNormFp32 (and safe in fp16/bf16).
+    """LayerNorm computed in float32 and cast back, as open_clip's LayerNormFp32 (safe in fp16/bf16). The norm's
+    parameters are held in float32; ComfyUI's layers cast them to the float32 input when they live elsewhere."""
+    return norm(x.float()).to(x.dtype)
 
-    Norm weights are held in float32 by the loader; if something else cast them, fall back to the functional
-    form with float32 copies rather than fail on mixed dtypes.
-    """
-    xf = x.float()
-    if norm.weight.dtype == torch.float32 or getattr(norm, "comfy_cast_weights", False):
-        y = norm(xf)
-    else:
-        y = F.layer_norm(xf, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps)
-    return y.to(x.dtype)
+
+def batch_norm_fp32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An eval-mode BatchNorm over the features of [B, C] vectors, in float32 (its statistics are float32 and a
+    variance near eps would lose precision in bf16), as a BatchNorm2d over [B, C, 1, 1]."""
+    return norm(x.float()[:, :, None, None])[:, :, 0, 0].to(x.dtype)
+
+
+def positions(table: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Rows 0..N-1 of a learned position table (an Embedding), for ``x`` [B, N, C] in its dtype and device."""
+    return table(torch.arange(x.shape[-2], device=x.device)).to(x.dtype)
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -87,53 +86,22 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
 
 
 class PackedAttention(nn.Module):
-    """Multi-head attention with nn.MultiheadAttention's parameter layout (``in_proj_weight``/``in_proj_bias``
-    packed as [q; k; v], then ``out_proj``), so checkpoint keys load unchanged. Batch-first."""
+    """Multi-head attention with one projection Linear for [q; k; v] (nn.MultiheadAttention's packed
+    ``in_proj_weight``/``in_proj_bias``, loaded as ``in_proj``), then ``out_proj``. Batch-first."""
 
     def __init__(self, dim: int, heads: int, device: Any = None, dtype: torch.dtype | None = None,
                  operations: Any = None) -> None:
         super().__init__()
         ops = ops_or_default(operations)
         self.heads = heads
-        self.in_proj_weight = empty_param(3 * dim, dim, device=device, dtype=dtype)
-        self.in_proj_bias = empty_param(3 * dim, device=device, dtype=dtype)
+        self.in_proj = ops.Linear(dim, 3 * dim, bias=True, device=device, dtype=dtype)
         self.out_proj = ops.Linear(dim, dim, bias=True, device=device, dtype=dtype)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
-                causal: bool = False) -> torch.Tensor:
-        w = cast_like(self.in_proj_weight, query)
-        b = cast_like(self.in_proj_bias, query)
-        if key is None and value is None:
-            q, k, v = F.linear(query, w, b).chunk(3, dim=-1)  # self-attention: one GEMM
-        else:
-            key = query if key is None else key
-            value = key if value is None else value
-            wq, wk, wv = w.chunk(3)
-            bq, bk, bv = b.chunk(3)
-            if key is query:
-                q, k = F.linear(query, torch.cat([wq, wk]), torch.cat([bq, bk])).chunk(2, dim=-1)
-            else:
-                q, k = F.linear(query, wq, bq), F.linear(key, wk, bk)
-            v = F.linear(value, wv, bv)
+    def forward(self, query: torch.Tensor, value: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """Self-attention over ``query``; with ``value``, queries and keys come from ``query`` and values from
+        ``value`` (the fuser's text layer: positions are added to queries and keys only)."""
+        q, k, v = self.in_proj(query).chunk(3, dim=-1)
+        if value is not None:
+            # the same projection on the other input, keeping only its value part (77 tokens: negligible cost)
+            v = self.in_proj(value).chunk(3, dim=-1)[2]
         return self.out_proj(multi_head_attention(q, k, v, self.heads, causal=causal))
-
-
-class FrozenBatchNorm1d(nn.Module):
-    """Eval-mode BatchNorm1d with the checkpoint's key layout; computes in float32 (the statistics are float32
-    and a variance near eps would lose precision in bf16)."""
-
-    def __init__(self, num_features: int, eps: float, device: Any = None) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = empty_param(num_features, device=device, dtype=torch.float32)
-        self.bias = empty_param(num_features, device=device, dtype=torch.float32)
-        self.register_buffer("running_mean", torch.empty(num_features, device=device, dtype=torch.float32))
-        self.register_buffer("running_var", torch.empty(num_features, device=device, dtype=torch.float32))
-        self.register_buffer("num_batches_tracked", torch.empty((), device=device, dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        mean = self.running_mean.float().to(xf.device)
-        inv_std = torch.rsqrt(self.running_var.float().to(xf.device) + self.eps)
-        y = (xf - mean) * (inv_std * self.weight.float().to(xf.device)) + self.bias.float().to(xf.device)
-        return y.to(x.dtype)

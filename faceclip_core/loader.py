@@ -6,12 +6,10 @@ it one by one, converted to the requested dtype as they are read, so peak memory
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
 import re
-import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,15 +17,18 @@ from typing import Any
 
 import torch
 
+from . import safetensors_io
+from .checkpoint_layout import official_layout, read_dtype, to_module_state_dict
 from .encoder import BRANCHES, BranchConfig, EncoderConfig, FaceCLIPEncoder
 from .errors import FaceCLIPStateDictError, FaceCLIPWeightsError
 from .face_vit import FaceViTConfig
 from .fuser import FuserConfig
 from .text_tower import TextTowerConfig
+from .tokenizer import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
+StateDict = safetensors_io.StateDict
 
 # Official activation per branch: the G tower's open_clip config (ViT-bigG-14) has no quick_gelu flag.
 ACTIVATIONS = {"face_clip_l": "quick_gelu", "face_clip_g": "gelu"}
@@ -40,137 +41,6 @@ _PREFIXES = ("model.", "module.")
 # ---- reading ---------------------------------------------------------------------------------------------------
 def _is_safetensors(path: Path) -> bool:
     return path.suffix.lower() == ".safetensors"
-
-
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def _corrupt(path: Path, why: str) -> FaceCLIPWeightsError:
-    return FaceCLIPWeightsError(f"cannot read {path.name} as safetensors ({why}); the file is truncated or corrupt: "
-                                "download or convert it again")
-
-
-def safetensors_index(path: Path) -> tuple[int, dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]]:
-    """Parse and check a .safetensors header: (data start, {name: (dtype, shape, begin, end)})."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise _corrupt(path, "no header")
-        n = struct.unpack("<Q", head)[0]
-        if n > min(size - 8, 512 * 2 ** 20):
-            raise _corrupt(path, f"header length {n} does not fit the file")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise _corrupt(path, f"header is not JSON: {err}") from err
-    if not isinstance(header, dict):
-        raise _corrupt(path, "header is not a JSON object")
-    start, data_size = 8 + n, size - 8 - n
-    index = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise _corrupt(path, f"bad entry for {name!r}") from err
-        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size or end - begin != nbytes:
-            raise _corrupt(path, f"tensor {name!r} lies outside the file or has the wrong size")
-        index[name] = (dtype, shape, begin, end)
-    return start, index
-
-
-def _alloc_weights(nbytes: int) -> torch.Tensor:
-    """One uint8 buffer for all weights. On Linux it is an anonymous mapping advised to use transparent huge
-    pages: first-touching 6 GB in 4 KiB pages costs ~1.5 M page faults (seconds); 2 MiB pages cut that 512-fold.
-    Falls back to an ordinary allocation elsewhere."""
-    try:
-        import mmap
-
-        arena = mmap.mmap(-1, max(nbytes, 1))
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            arena.madvise(mmap.MADV_HUGEPAGE)
-        return torch.frombuffer(arena, dtype=torch.uint8)  # the tensor keeps the mapping alive
-    except (ImportError, OSError, ValueError, AttributeError):
-        return torch.empty(max(nbytes, 1), dtype=torch.uint8)
-
-
-def _read_exact(fh: Any, out: torch.Tensor, path: Path, name: str) -> None:
-    buf = memoryview(out.numpy()).cast("B")
-    got = 0
-    while got < len(buf):
-        k = fh.readinto(buf[got:])
-        if not k:
-            raise _corrupt(path, f"unexpected end of file in {name!r}")
-        got += k
-
-
-def _equal_converted(twin: torch.Tensor, value: torch.Tensor, target: torch.dtype) -> bool:
-    """``twin == value.to(target)``, checking a small prefix first so that different tensors cost nothing."""
-    if twin.dtype != target or twin.shape != value.shape:
-        return False
-    a, b = twin.reshape(-1), value.reshape(-1)
-    k = min(4096, a.numel())
-    if not torch.equal(a[:k], b[:k].to(target)):
-        return False
-    return torch.equal(a, b.to(target))
-
-
-def read_safetensors(path: Path, want: Callable[[str, torch.dtype], torch.dtype] | None = None,
-                     twins: Mapping[str, str] | None = None) -> StateDict:
-    """Tensors of a .safetensors file, read into owned memory.
-
-    ``want(name, file_dtype)`` gives the dtype to keep each tensor in. Tensors are read straight into their final
-    place in one buffer, or, when the dtype changes, through one reused scratch buffer and converted, so peak memory
-    is the converted weights plus the largest single tensor. Plain reads (no memory map of the file) so that no
-    file pages stay resident after loading and a file replaced later cannot affect the loaded model.
-
-    ``twins`` maps a tensor name to one read earlier that it probably equals (the G branch's face ViT to the L
-    branch's): such a tensor is read into the scratch buffer and, when equal, the earlier tensor is reused, so its
-    own slot in the buffer is never touched and costs no memory.
-    """
-    start, index = safetensors_index(path)
-    twins = {k: v for k, v in (twins or {}).items() if k in index and v in index}
-    align = 64
-    plan, total, scratch_size = [], 0, 0
-    # Twins last, so the tensor each is compared with has been read already.
-    order = sorted(index.items(), key=lambda kv: (kv[0] in twins, kv[1][2]))
-    for name, (dtype, shape, begin, end) in order:
-        target = want(name, dtype) if want is not None else dtype
-        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=target).element_size()
-        plan.append((name, dtype, target, shape, begin, end, total))
-        total += -(-nbytes // align) * align
-        if target != dtype or name in twins:
-            scratch_size = max(scratch_size, end - begin)
-    arena = _alloc_weights(total)
-    scratch = torch.empty(scratch_size, dtype=torch.uint8) if scratch_size else None
-    out: StateDict = {}
-    with open(path, "rb", buffering=0) as fh:
-        for name, dtype, target, shape, begin, end, offset in plan:
-            n_out = torch.Size(shape).numel() * torch.empty((), dtype=target).element_size()
-            dst = arena[offset:offset + n_out].view(target).view(shape)
-            fh.seek(start + begin)
-            if target == dtype and name not in twins:
-                _read_exact(fh, arena[offset:offset + n_out], path, name)
-                out[name] = dst
-                continue
-            raw = scratch[:end - begin]
-            _read_exact(fh, raw, path, name)
-            value = raw.view(dtype).view(shape)
-            if name in twins and _equal_converted(out[twins[name]], value, target):
-                out[name] = out[twins[name]]
-                continue
-            dst.copy_(value)
-            out[name] = dst
-    return out
 
 
 def read_torch_pickle(path: Path, mmap: bool = False) -> Any:
@@ -233,15 +103,17 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor], mmap
     if path.stat().st_size == 0:
         raise FaceCLIPWeightsError(f"weights file is empty: {path}; download or convert it again")
     if _is_safetensors(path):
-        return read_safetensors(path)
+        return safetensors_io.read(path)
     return _as_state_dict(read_torch_pickle(path, mmap=mmap), path.name)
 
 
 def strip_prefix(sd: StateDict) -> StateDict:
-    """Drop the ``model.`` prefix the released .pt carries (also ``module.`` from DataParallel saves)."""
+    """Drop the ``model.`` prefix the released .pt carries (also ``module.`` from DataParallel saves), in place:
+    a second dict would keep every original tensor alive while the converted copies are made."""
     for prefix in _PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            for key in list(sd):
+                sd[key[len(prefix):]] = sd.pop(key)
     return sd
 
 
@@ -356,11 +228,11 @@ def face_encoders_identical(sd: StateDict) -> bool:
     return True
 
 
-def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> None:
     missing = sorted(k for k in expected if k not in sd)
     unexpected = sorted(k for k in sd if k not in expected)
-    mismatched = sorted(f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-                        if k in sd and tuple(sd[k].shape) != tuple(v.shape))
+    mismatched = sorted(f"{k} {tuple(sd[k].shape)} (expected {shape})" for k, shape in expected.items()
+                        if k in sd and tuple(sd[k].shape) != shape)
     if missing or unexpected or mismatched:
         raise FaceCLIPStateDictError(
             "the state dict does not match the FaceCLIP-SDXL encoder architecture inferred from it (the file is "
@@ -368,41 +240,45 @@ def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Ten
             missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
-def _check_floats(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
-    bad = [k for k, v in expected.items() if v.is_floating_point() != sd[k].is_floating_point()]
+def _check_floats(sd: Mapping[str, torch.Tensor]) -> None:
+    """Every tensor is float except the BatchNorms' step counters."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() == k.endswith("num_batches_tracked")]
     if bad:
         raise FaceCLIPStateDictError("tensors with the wrong kind of dtype (integer where float expected or the "
                                      "reverse)", mismatched=[f"{k} {sd[k].dtype}" for k in bad])
+
+
+def check_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, operations: Any = None,
+                     compute_dtype: torch.dtype | None = None) -> tuple[EncoderConfig, dict[str, torch.Tensor]]:
+    """Refuse, naming the keys, an official-layout state dict (names and shapes; tensors may be on the meta
+    device) that is not a whole FaceCLIP-SDXL encoder. Returns its architecture and the model's meta tensors."""
+    cfg = infer_config(sd)
+    expected = expected_tensors(build_meta(cfg, dtype, operations, compute_dtype))
+    _check_keys(sd, official_layout(expected))
+    _check_floats(sd)
+    return cfg, expected
 
 
 def encoder_from_state_dict(sd: StateDict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                             operations: Any = None, compute_dtype: torch.dtype | None = None,
                             share_face_encoder: bool | None = None) -> FaceCLIPEncoder:
     """Build the encoder for ``sd`` (official key names, no prefix). ``sd`` is consumed: its tensors are converted
-    in place and end up owned by the model. ``share_face_encoder=None`` shares when the ViTs are identical."""
+    one at a time and end up owned by the model. ``share_face_encoder=None`` shares when the ViTs are identical."""
     sd = strip_prefix(sd)
-    cfg = infer_config(sd)
-    expected = expected_tensors(build_meta(cfg, dtype, operations, compute_dtype))
-    _check_keys(sd, expected)
-    _check_floats(sd, expected)
+    cfg, expected = check_state_dict(sd, dtype, operations, compute_dtype)
     share = face_encoders_identical(sd) if share_face_encoder is None else share_face_encoder
     if share:
         cfg = EncoderConfig(l=cfg.l, g=cfg.g, share_face_encoder=True)
-    model = build_meta(cfg, dtype, operations, compute_dtype)
-    target = torch.device(device)
-    # Convert one tensor at a time and drop the source, so only one extra tensor is alive at any moment.
-    for key in list(sd):
-        if share and key.startswith("face_clip_g.face_encoder."):
-            continue
-        want = expected[key].dtype
-        sd[key] = sd[key].to(device=target, dtype=want)
-    if share:
         for key in [k for k in sd if k.startswith("face_clip_g.face_encoder.")]:
-            sd[key] = sd["face_clip_l" + key[len("face_clip_g"):]]
-    result = model.load_state_dict(sd, strict=True, assign=True)
+            del sd[key]  # the L branch's ViT serves both
+    model = build_meta(cfg, dtype, operations, compute_dtype)
+    weights = to_module_state_dict(sd, lambda name: expected[name].dtype, torch.device(device))
+    if share:
+        for key in [k for k in weights if k.startswith("face_clip_l.face_encoder.")]:
+            weights["face_clip_g" + key[len("face_clip_l"):]] = weights[key]
+    result = model.load_state_dict(weights, strict=True, assign=True)
     if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict=True raises first
         raise FaceCLIPStateDictError("state dict did not load", result.missing_keys, result.unexpected_keys)
-    sd.clear()
     model.eval()
     model.requires_grad_(False)
     log.info("FaceCLIP encoder loaded: L width %d x %d layers, G width %d x %d layers, %s, face ViT %s",
@@ -413,19 +289,17 @@ def encoder_from_state_dict(sd: StateDict, device: str | torch.device = "cpu", d
 
 def _plan_from_safetensors_header(path: Path, dtype: torch.dtype, operations: Any,
                                   compute_dtype: torch.dtype | None
-                                  ) -> tuple[Callable[[str, torch.dtype], torch.dtype], dict[str, str]]:
+                                  ) -> tuple[Callable[[str, torch.dtype], torch.dtype | None], dict[str, str]]:
     """Check a .safetensors file's names and shapes against the architecture before reading any tensor data, and
-    return the per-tensor target dtype (norm parameters float32, integers unchanged, the rest ``dtype``) and the
-    G-branch face-ViT tensors with their L-branch twins."""
-    _, index = safetensors_index(path)
+    return the per-tensor target dtype (that of the layer it loads into) and the G-branch face-ViT tensors with
+    their L-branch twins."""
+    _, index = safetensors_io.read_index(path)
     names = {k: k for k in index}
     for prefix in _PREFIXES:
         if names and all(v.startswith(prefix) for v in names.values()):
             names = {k: v[len(prefix):] for k, v in names.items()}
     meta = {names[k]: torch.empty(shape, dtype=dt, device="meta") for k, (dt, shape, _, _) in index.items()}
-    expected = expected_tensors(build_meta(infer_config(meta), dtype, operations, compute_dtype))
-    _check_keys(meta, expected)
-    _check_floats(meta, expected)
+    _, expected = check_state_dict(meta, dtype, operations, compute_dtype)
     by_plain = {v: k for k, v in names.items()}
     twins = {}
     for plain, orig in by_plain.items():
@@ -433,7 +307,11 @@ def _plan_from_safetensors_header(path: Path, dtype: torch.dtype, operations: An
             l_name = by_plain.get("face_clip_l" + plain[len("face_clip_g"):])
             if l_name is not None:
                 twins[orig] = l_name
-    return (lambda name, file_dtype: expected[names[name]].dtype), twins
+
+    def want(name: str, file_dtype: torch.dtype) -> torch.dtype:
+        return read_dtype(names[name], file_dtype, lambda module: expected[module].dtype)
+
+    return want, twins
 
 
 def load_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
@@ -454,8 +332,10 @@ def load_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device:
     if isinstance(source, (str, os.PathLike)) and _is_safetensors(Path(source)) and Path(source).is_file() \
             and Path(source).stat().st_size > 0:
         want, twins = _plan_from_safetensors_header(Path(source), dtype, operations, compute_dtype)
-        sd = read_safetensors(Path(source), want, twins)
+        sd = safetensors_io.read(Path(source), want, twins)
     else:
         sd = read_state_dict(source)
-    return encoder_from_state_dict(sd, device=device, dtype=dtype, operations=operations,
-                                   compute_dtype=compute_dtype)
+    encoder = encoder_from_state_dict(sd, device=device, dtype=dtype, operations=operations,
+                                      compute_dtype=compute_dtype)
+    get_tokenizer()  # built now (a few tenths of a second), not in the first encode
+    return encoder

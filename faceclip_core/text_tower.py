@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PackedAttention, cast_like, empty_param, layer_norm_fp32, ops_or_default
+from .layers import PackedAttention, layer_norm_fp32, ops_or_default, positions
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,14 @@ class TextTransformer(nn.Module):
 def build_text_tower(owner: nn.Module, cfg: TextTowerConfig, device: Any = None, dtype: torch.dtype | None = None,
                      operations: Any = None) -> None:
     """Create the text-tower members on ``owner`` (the branch module): the checkpoint keeps them directly under
-    ``face_clip_x.`` (token_embedding, positional_embedding, transformer, ln_final, ...), not in a submodule."""
+    ``face_clip_x.`` (token_embedding, positional_embedding, transformer, ln_final), not in a submodule. Its
+    text_projection, logit_scale and logit_bias are not built: FaceCLIP-SDXL's outputs never use them (pooled is
+    taken before the projection)."""
     ops = ops_or_default(operations)
     owner.token_embedding = ops.Embedding(cfg.vocab_size, cfg.width, device=device, dtype=dtype)
-    owner.positional_embedding = empty_param(cfg.context_length, cfg.width, device=device, dtype=dtype)
+    owner.positional_embedding = ops.Embedding(cfg.context_length, cfg.width, device=device, dtype=dtype)
     owner.transformer = TextTransformer(cfg, device, dtype, ops)
     owner.ln_final = ops.LayerNorm(cfg.width, eps=cfg.ln_eps, device=device, dtype=torch.float32)
-    # Present in the checkpoint; FaceCLIP-SDXL's outputs never use them (pooled is taken before the projection).
-    owner.text_projection = empty_param(cfg.width, cfg.width, device=device, dtype=dtype)
-    owner.logit_scale = empty_param(device=device, dtype=dtype)
-    owner.logit_bias = empty_param(device=device, dtype=dtype)
 
 
 def run_text_tower(owner: nn.Module, token_ids: torch.Tensor, replace_mask: torch.Tensor,
@@ -91,7 +89,7 @@ def run_text_tower(owner: nn.Module, token_ids: torch.Tensor, replace_mask: torc
     x = owner.token_embedding(token_ids).to(compute_dtype)
     # The identity token replaces the token embedding before the positional embedding is added.
     x = torch.where(replace_mask[..., None], replacement.to(compute_dtype)[:, None, :], x)
-    x = x + cast_like(owner.positional_embedding, x)
+    x = x + positions(owner.positional_embedding, x)
     x = owner.transformer(x)
     hidden = layer_norm_fp32(owner.ln_final, x)
     # argmax finds the EOT id (49407, the largest id); padding is 0 so it never wins.

@@ -4,8 +4,9 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
+from ..faceclip_core import WEIGHT_DTYPES
 from ..faceclip_core.faces import PROVIDER_CHOICES, list_model_packs, load_face_models
-from .faceclip_model import WEIGHT_DTYPES, FaceCLIPModel
+from .faceclip_model import DEVICES, FaceCLIPModel
 from .folders import FACECLIP, INSIGHTFACE
 from .types import FaceCLIP, FaceModels
 
@@ -24,8 +25,10 @@ class FaceCLIPLoader(io.ComfyNode):
                                tooltip="Encoder weights in models/faceclip (convert the official "
                                        "face_clip_encoder.pt with `python -m faceclip_core.convert`)."),
                 io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES], default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."),
-                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                               tooltip="How the weights are stored. auto: as ComfyUI stores its text encoders "
+                                       "(fp16, or what --fp32/--bf16/--fp16-text-enc says). The encoder computes "
+                                       "in fp32 either way."),
+                io.Combo.Input("device", options=list(DEVICES), default="auto", advanced=True,
                                tooltip="auto: ComfyUI's text-encoder device, offloaded when the UNet needs the "
                                        "memory. cpu: always run the encoder on the CPU."),
             ],

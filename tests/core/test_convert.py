@@ -12,7 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import faceclip_core
-from faceclip_core.convert import ENCODER, UNET, ConvertError, convert, detect_kind, main, write_safetensors
+from faceclip_core import safetensors_io
+from faceclip_core.convert import ENCODER, UNET, ConvertError, convert, detect_kind, main
 
 from tests.core._encoder_fixture import case_inputs, cases, fixture_state_dict, max_abs
 
@@ -95,8 +96,10 @@ def test_failed_write_leaves_destination_untouched(tmp_path, monkeypatch):
     dst = tmp_path / "out.safetensors"
     dst.write_bytes(b"old")
 
+    write = safetensors_io.write
+
     def corrupt_write(path, sd, dtype, metadata):
-        n = write_safetensors(path, sd, dtype, metadata)
+        n = write(path, sd, dtype, metadata)
         with open(path, "r+b") as fh:  # flip the last byte of tensor data
             fh.seek(-1, os.SEEK_END)
             b = fh.read(1)
@@ -104,7 +107,7 @@ def test_failed_write_leaves_destination_untouched(tmp_path, monkeypatch):
             fh.write(bytes([b[0] ^ 0xFF]))
         return n
 
-    monkeypatch.setattr("faceclip_core.convert.write_safetensors", corrupt_write)
+    monkeypatch.setattr("faceclip_core.safetensors_io.write", corrupt_write)
     with pytest.raises(ConvertError, match="verification failed"):
         convert(src, dst, force=True)
     assert dst.read_bytes() == b"old"

@@ -143,5 +143,5 @@ def test_the_official_encoder_pickle_is_converted_to_safetensors(hub, tmp_path):
     converted = tmp_path / "models" / "faceclip" / "faceclip_sdxl_encoder.safetensors"
     assert converted.read_bytes()[:8] != b"PK\x03\x04"  # not a zip pickle
     encoder = load_encoder(converted)
-    assert encoder.face_clip_l.positional_embedding.shape[0] == 77
+    assert encoder.face_clip_l.positional_embedding.weight.shape[0] == 77
     assert not (tmp_path / "models" / ".faceclip_downloads" / "face_clip_encoder.pt").exists()

@@ -12,6 +12,8 @@ import torch
 
 import faceclip_core
 from faceclip_core.encoder import default_config
+from faceclip_core.checkpoint_layout import official_layout
+from faceclip_core.layers import DEFAULT_OPERATIONS
 from faceclip_core.loader import build_meta, infer_config
 
 from tests.core._encoder_fixture import BRANCH, CASES, FLOAT_FIELDS, KEY_LIST, case_inputs, cases, fixture_state_dict, max_abs
@@ -111,7 +113,7 @@ def test_reduced_precision_within_measured_tolerance(dtype, tol):
 def test_full_size_structure_matches_reference_key_list():
     model = build_meta(default_config())
     assert all(t.is_meta for t in model.state_dict().values())  # nothing allocated
-    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = official_layout(model.state_dict())  # the released names and shapes this model loads
     ref = {}
     for line in KEY_LIST.read_text().splitlines():
         key, shape, _dtype = line.split("\t")
@@ -120,4 +122,15 @@ def test_full_size_structure_matches_reference_key_list():
     assert sorted(set(ref) - set(got)) == [] and sorted(set(got) - set(ref)) == []
     assert {k: v for k, v in got.items() if ref[k] != v} == {}
     # and the loader infers exactly the default architecture back from those shapes
-    assert infer_config(model.state_dict()) == default_config()
+    released = {k: torch.empty(shape, device="meta") for k, shape in ref.items()}
+    assert infer_config(released) == default_config()
+
+
+def test_every_weight_lives_in_an_operations_layer():
+    """So that ComfyUI's model manager can cast, move, partially load and stream every one of them."""
+    ops = DEFAULT_OPERATIONS
+    layers = (ops.Linear, ops.LayerNorm, ops.Conv2d, ops.Embedding, ops.BatchNorm2d)
+    model = build_meta(default_config())
+    holders = {name: type(m).__name__ for name, m in model.named_modules()
+               if (m._parameters or m._buffers) and not isinstance(m, layers)}
+    assert holders == {}

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from faceclip_core.checkpoint_layout import official_layout
 from faceclip_core.encoder import BranchConfig, EncoderConfig
 from faceclip_core.face_vit import FaceViTConfig
 from faceclip_core.fuser import FuserConfig
@@ -30,17 +31,17 @@ def tiny_config() -> EncoderConfig:
 
 
 def random_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """Random weights under the released checkpoint's names and shapes."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for key, meta in build_meta(tiny_config()).state_dict().items():
-        shape = tuple(meta.shape)
-        if not meta.is_floating_point():
-            t = torch.zeros(shape, dtype=meta.dtype)
-        elif key.endswith(("running_var", "weight")) and len(shape) == 1:
-            t = torch.ones(shape)  # norm scales and BatchNorm variances
+    for key, shape in official_layout(build_meta(tiny_config()).state_dict()).items():
+        if key.endswith("num_batches_tracked"):
+            t = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith(("running_var", "weight", "gamma_v", "gamma_l")) and len(shape) == 1:
+            t = torch.ones(shape)  # norm scales, BatchNorm variances, layer scales
         elif len(shape) <= 1:
             t = torch.zeros(shape)
-        elif "embedding" in key or key.endswith("pos_embed"):
+        elif "embedding" in key or key.endswith(("pos_embed", "mask_token")):
             t = torch.randn(shape, generator=g) * 0.02
         else:
             t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))

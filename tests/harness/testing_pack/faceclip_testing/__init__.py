@@ -229,10 +229,92 @@ class SDXLParts(io.ComfyNode):
         return io.NodeOutput(model, clip, vae)
 
 
+class DynamicFaceCLIPLoader(io.ComfyNode):
+    """This pack's Load FaceCLIP under ComfyUI's dynamic VRAM patcher (what main.py sets on NVIDIA GPUs)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_DynamicFaceCLIPLoader", category="testing",
+                         inputs=[io.String.Input("encoder_name")], outputs=[io.Custom("FACECLIP").Output()])
+
+    @classmethod
+    def execute(cls, encoder_name: str) -> io.NodeOutput:
+        import comfy.model_patcher
+        import nodes
+
+        _allow_dynamic_patcher_on_cpu()
+        core = comfy.model_patcher.CoreModelPatcher
+        comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+        try:
+            loaded = nodes.NODE_CLASS_MAPPINGS["FaceCLIPLoader"].execute(encoder_name, "auto", "auto")
+        finally:
+            comfy.model_patcher.CoreModelPatcher = core
+        return io.NodeOutput(loaded.args[0])
+
+
+class ModelManagerState(io.ComfyNode):
+    """Reports a FACECLIP's patcher (class, loaded bytes, size, whether the model manager holds it loaded),
+    after ``free`` asked the manager for all the device's memory, as a UNet that needs it does."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_ModelManagerState", category="testing",
+                         inputs=[io.Custom("FACECLIP").Input("faceclip"), io.Conditioning.Input("after"),
+                                 io.Boolean.Input("free", default=False)],
+                         outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, faceclip, after, free: bool) -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        patcher = faceclip.patcher
+        if free:
+            mm.free_memory(1e30, patcher.load_device)
+        held = [m for m in mm.current_loaded_models if m.model is patcher]
+        state = {"patcher": type(patcher).__name__, "dynamic": patcher.is_dynamic(), "size": patcher.model_size(),
+                 "loaded": patcher.loaded_size(), "held": bool(held)}
+        return io.NodeOutput(ui={"state": [state]})
+
+
+class PartialLoadEncode(io.ComfyNode):
+    """Loads a FACECLIP's weights only partly (as --lowvram or a full GPU does: the rest stays on the offload
+    device and is cast per layer), encodes a prompt without a face and saves the result to output/<name>."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_PartialLoadEncode", category="testing",
+                         inputs=[io.Custom("FACECLIP").Input("faceclip"), io.String.Input("text"),
+                                 io.Float.Input("fraction", default=0.3), io.String.Input("name")],
+                         outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, faceclip, text: str, fraction: float, name: str) -> io.NodeOutput:
+        import os
+
+        import comfy.model_management as mm
+        import folder_paths
+        import torch
+        from safetensors.torch import save_file
+
+        patcher = faceclip.patcher
+        mm.unload_all_models()
+        budget = int(patcher.model_size() * fraction)
+        patcher.load(patcher.load_device, lowvram_model_memory=budget)
+        try:
+            state = {"lowvram": bool(patcher.model.model_lowvram), "budget": budget,
+                     "loaded": int(patcher.model.model_loaded_weight_memory), "size": patcher.model_size()}
+            emb, pooled = faceclip.encoder.encode(torch.zeros(1, 3, 112, 112), [text], torch.zeros(1, dtype=torch.bool))
+        finally:
+            patcher.detach()
+        save_file({"cond": emb.float().contiguous(), "pooled": pooled.float().contiguous()},
+                  os.path.join(folder_paths.get_output_directory(), f"{name}.safetensors"))
+        return io.NodeOutput(ui={"state": [state]})
+
+
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts,
-                SaveStageContexts, DynamicUNETLoader]
+                SaveStageContexts, DynamicUNETLoader, DynamicFaceCLIPLoader, ModelManagerState, PartialLoadEncode]
 
 
 async def comfy_entrypoint() -> TestingExtension:
