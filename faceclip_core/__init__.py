@@ -29,7 +29,6 @@ _EXPORTS: dict[str, str] = {
     "find_model_pack": ".faces",
     "annotate_faces": ".faces",
     "face_thumbnails": ".faces",
-    "cosine_similarity": ".faces",
     "PreparedFaces": ".faces",
     "PreparedImage": ".faces",
     "PrepareConfig": ".faces",

@@ -14,7 +14,7 @@ import torch
 from comfy_api.latest import io
 
 from ..faceclip_core.identity import (CLASS_WORDS, FRAMINGS, METHOD_DEFAULTS, METHODS, StageContexts, StepStats,
-                                      TrainingAttention, TrainingProblem, load_embedding, load_state, mean_face,
+                                      TrainingAttention, TrainingProblem, load_embedding, load_state,
                                       save_embedding, save_state, tokenize_prompt, train_identity, training_images)
 from ..faceclip_core.identity.config import SEFI_ATTENTION_BLOCKS, blocks_text, method_config
 from ..faceclip_core.identity.runs import check_photo_count, run_files
@@ -168,7 +168,7 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
             problem = TrainingProblem(
                 latents=latents.to(denoiser.device), text=comfy_text_encoder(clip, gradient_checkpointing),
                 denoiser=denoiser, tokenize=comfy_tokenizer(clip), attention=attention,
-                face=mean_face(faces.embeddings, faces.has_face), device=denoiser.device,
+                face=faces.identity(), device=denoiser.device,
                 original_sizes=torch.from_numpy(images.original_sizes))
 
             def keep(result) -> None:

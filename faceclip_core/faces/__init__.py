@@ -15,19 +15,18 @@ from __future__ import annotations
 
 from .align import (ARCFACE_TEMPLATE_112, FACECLIP_FACE_SIZE, align_face, alignment_matrix,
                     estimate_similarity, template_landmarks, transform_points)
-from .analyzer import FaceModels, load_face_models, reference_embedding, similarity_to_reference
+from .face_models import FaceModels, load_face_models, reference_embedding, similarity_to_reference
 from .annotate import annotate_faces, face_thumbnails, letterbox_batch
 from .detect import (DetectedFace, DetectionConfig, DetectionResult, FaceDetector,
                      detect_faces, load_detector_file, load_face_detector)
 from .errors import FaceError, FaceInputError, FaceModelError, NoFaceError
 from .framing import FRAMINGS, frame_face, framing_matrix
 from .images import split_images, to_float01, to_rgb_uint8
-from .models import (PROVIDER_CHOICES, ModelPack, find_model_pack, inspect_onnx,
+from .model_packs import (PROVIDER_CHOICES, ModelPack, find_model_pack, inspect_onnx,
                      list_model_packs, resolve_providers)
 from .prepare import (NO_FACE_POLICIES, PreparedFaces, PreparedImage, PrepareConfig,
                       prepare_faces)
-from .recognize import (FaceRecognizer, cosine_similarity, load_face_recognizer,
-                        load_recognizer_file)
+from .recognize import FaceRecognizer, load_face_recognizer, load_recognizer_file, mean_identity
 from .select import SELECTION_POLICIES, FaceSelection, order_faces, select_face
 
 __all__ = [
@@ -37,7 +36,7 @@ __all__ = [
     "similarity_to_reference", "letterbox_batch", "FaceInputError", "FaceModelError", "FaceRecognizer",
     "FaceSelection", "ModelPack", "NoFaceError", "PrepareConfig", "PreparedFaces",
     "PreparedImage", "align_face", "alignment_matrix", "annotate_faces",
-    "cosine_similarity", "detect_faces", "estimate_similarity", "face_thumbnails",
+    "detect_faces", "mean_identity", "estimate_similarity", "face_thumbnails",
     "find_model_pack", "frame_face", "framing_matrix", "inspect_onnx", "list_model_packs", "load_detector_file",
     "load_face_detector", "load_face_recognizer", "load_recognizer_file", "order_faces",
     "prepare_faces", "resolve_providers", "select_face", "split_images",

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import FaceInputError, FaceModelError
 from .images import to_rgb_uint8
-from .models import (ModelPack, find_model_pack, import_insightface_model_zoo,
+from .model_packs import (ModelPack, find_model_pack, import_insightface_model_zoo,
                      make_session, resolve_providers)
 
 logger = logging.getLogger(__name__)
@@ -102,11 +102,10 @@ class FaceDetector:
     threads: every call passes its own input size and threshold."""
 
     def __init__(self, scrfd: Any, model_path: Path, providers: tuple[str, ...],
-                 requested_providers: tuple[str, ...], pack: ModelPack | None = None) -> None:
+                 pack: ModelPack | None = None) -> None:
         self._scrfd = scrfd
         self.model_path = Path(model_path)
         self.providers = providers  # what onnxruntime actually runs (session.get_providers())
-        self.requested_providers = requested_providers
         self.pack = pack
         self.static_input_size = _static_size(scrfd)
         params = inspect.signature(scrfd.detect).parameters
@@ -268,7 +267,7 @@ def load_detector_file(path: str | os.PathLike, provider: str | Sequence[str] = 
     except Exception as exc:
         raise FaceModelError(f"insightface could not use {path} as a SCRFD detector: "
                              f"{type(exc).__name__}: {exc}") from exc
-    detector = FaceDetector(scrfd, path, active, tuple(providers), pack)
+    detector = FaceDetector(scrfd, path, active, pack)
     logger.info("face detector %s loaded on %s", path, list(active))
     return detector
 

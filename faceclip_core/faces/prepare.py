@@ -26,7 +26,7 @@ from .annotate import annotate_faces, face_thumbnails
 from .detect import DetectedFace, DetectionConfig, FaceDetector
 from .errors import FaceInputError, NoFaceError
 from .images import split_images, to_float01, to_rgb_uint8
-from .recognize import FaceRecognizer
+from .recognize import FaceRecognizer, mean_identity
 from .select import FaceSelection, describe_selection, select_face
 
 logger = logging.getLogger(__name__)
@@ -113,44 +113,17 @@ class PreparedFaces:
         return int(self.crops.shape[0])
 
     @property
-    def failures(self) -> list[PreparedImage]:
-        """Images without a usable face (skipped or text-only), by input index."""
-        return [im for im in self.images if im.status != "ok"]
-
-    @property
     def num_faces(self) -> int:
         return int(self.has_face.sum())
+
+    def identity(self) -> np.ndarray | None:
+        """The one identity of these photos (see mean_identity); None without a recognizer or a face."""
+        return None if self.embeddings is None else mean_identity(self.embeddings, self.has_face)
 
     def crops_float(self) -> np.ndarray:
         """Crops as float32 in [0, 1], ``[N, size, size, 3]`` (ComfyUI IMAGE layout;
         also what FaceCLIP's face branch is fed: [0, 1] without normalisation)."""
         return to_float01(self.crops)
-
-    def similarity_matrix(self) -> np.ndarray | None:
-        """Pairwise cosine similarity of the face slots' embeddings ([K, K] over slots
-        with a face), or None without embeddings."""
-        if self.embeddings is None:
-            return None
-        e = self.embeddings[self.has_face]
-        return (e @ e.T).astype(np.float32)
-
-    def consistency(self) -> np.ndarray | None:
-        """Per slot: cosine similarity of its embedding to the mean of the *other* face
-        slots (NaN for face-free slots, or with a single face). A reference photo of a
-        different person stands out with a low value."""
-        if self.embeddings is None:
-            return None
-        out = np.full(len(self), np.nan, np.float32)
-        idx = np.flatnonzero(self.has_face)
-        if len(idx) < 2:
-            return out
-        e = self.embeddings
-        total = e[idx].sum(axis=0)
-        for i in idx:
-            others = total - e[i]
-            n = np.linalg.norm(others)
-            out[i] = float(e[i] @ others / n) if n > 0 else np.nan
-        return out
 
     def annotated(self) -> list[np.ndarray | None]:
         """The preview picture of every input image (input order)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from .align import align_face
 from .errors import FaceInputError, FaceModelError
-from .models import (ModelPack, find_model_pack, import_insightface_model_zoo, make_session,
+from .model_packs import (ModelPack, find_model_pack, import_insightface_model_zoo, make_session,
                      resolve_providers)
 
 logger = logging.getLogger(__name__)
@@ -65,14 +65,13 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-def cosine_similarity(a: Any, b: Any) -> np.ndarray | float:
-    """Cosine similarity of two embeddings (float), or of ``[N, D]`` x ``[M, D]`` sets
-    (an ``[N, M]`` matrix)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.ndim == 1 and b.ndim == 1:
-        return float(_l2_normalise(a) @ _l2_normalise(b))
-    return (_l2_normalise(np.atleast_2d(a)) @ _l2_normalise(np.atleast_2d(b)).T).astype(np.float32)
+def mean_identity(embeddings: np.ndarray, has_face: np.ndarray) -> np.ndarray | None:
+    """One identity from several photos: the L2-normalised mean of the face slots' L2-normalised ArcFace
+    embeddings; None when no slot has a face or a value is not finite."""
+    e = np.asarray(embeddings, dtype=np.float32)[np.asarray(has_face, dtype=bool)]
+    if e.shape[0] == 0 or not np.isfinite(e).all():
+        return None
+    return _l2_normalise(_l2_normalise(e).mean(axis=0, keepdims=True))[0]
 
 
 def load_face_recognizer(roots: Sequence[str | os.PathLike] | str | os.PathLike,

@@ -15,7 +15,7 @@ from .data import FRAMINGS, TrainingImages, training_images
 from .embedding import IDEmbedding
 from .errors import IdentityError, IdentityFileError
 from .files import TrainState, load_embedding, load_state, save_embedding, save_state
-from .loop import (Denoiser, StepStats, TrainingProblem, TrainResult, anchor_words, mean_face, token_gradients,
+from .loop import (Denoiser, StepStats, TrainingProblem, TrainResult, anchor_words, token_gradients,
                    train_identity)
 from .prompts import PromptTokens, tokenize_prompt
 from .routing import StageContexts, route, stage_index
@@ -26,6 +26,6 @@ __all__ = [
     "Denoiser", "IDEAConfig", "IDEmbedding", "IdentityError", "IdentityFileError", "MethodConfig", "PromptTokens",
     "SDXLTextEncoder", "SeFiConfig", "StageContexts", "StepStats", "TrainConfig", "TrainResult", "TrainState",
     "TrainingAttention", "TrainingImages", "TrainingProblem", "alignment_plan", "anchor_words", "load_embedding",
-    "load_state", "mean_face", "method_default", "route", "save_embedding", "save_state", "stage_index",
+    "load_state", "method_default", "route", "save_embedding", "save_state", "stage_index",
     "token_gradients", "tokenize_prompt", "train_identity", "training_images",
 ]

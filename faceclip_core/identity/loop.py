@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from .attention import AlignmentPlan, TrainingAttention, alignment_plan
@@ -102,7 +103,7 @@ class TrainingProblem:
     denoiser: Denoiser
     tokenize: Tokenizer
     attention: TrainingAttention | None = None
-    face: torch.Tensor | None = None
+    face: np.ndarray | torch.Tensor | None = None
     device: torch.device | str = "cpu"
     original_sizes: torch.Tensor | None = None
 
@@ -195,7 +196,7 @@ def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepa
     anchor = _cross_init(problem, _anchor_rows(problem, c.anchor_names, c.num_tokens))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the enhancer/adapter init depends on the seed only
-        params = IDEAParams(anchor, problem.face, c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer,
+        params = IDEAParams(anchor, torch.as_tensor(problem.face, dtype=torch.float32), c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer,
                             c.adapter_fade)
     return _Prepared(params.to(problem.device), prompts, [], [])
 
@@ -432,17 +433,3 @@ def _step(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
         logger.warning("step %d: fp16 gradients overflowed at loss scale %g; step skipped, scale lowered to %g",
                        step + 1, scale, scaler.get_scale())
     return StepStats(step + 1, grad_norm=norm, loss_scale=scale, skipped=not finite, **terms)
-
-
-def mean_face(embeddings: Sequence | torch.Tensor | None, has_face: Sequence[bool] | None = None
-              ) -> torch.Tensor | None:
-    """Mean of the L2-normalised face embeddings of the photos that have a face, renormalised."""
-    if embeddings is None:
-        return None
-    e = torch.as_tensor(embeddings, dtype=torch.float32)
-    if has_face is not None:
-        e = e[torch.as_tensor(has_face, dtype=torch.bool)]
-    if e.shape[0] == 0 or not torch.isfinite(e).all():
-        return None
-    m = e.mean(0)
-    return m / m.norm().clamp_min(1e-8)

@@ -12,7 +12,7 @@ import torch
 
 from faceclip_core.faces import (DetectionConfig, FaceInputError, FaceSelection, NoFaceError,
                                  PrepareConfig, align_face, load_face_detector,
-                                 load_face_recognizer, prepare_faces, split_images,
+                                 load_face_recognizer, mean_identity, prepare_faces, split_images,
                                  to_rgb_uint8)
 from faceclip_core.faces.annotate import CHOSEN_COLOR, NO_FACE_COLOR, OTHER_COLOR
 from tests.support.fake_insightface import MarkerFace, astronaut_rgb, make_pack, scene
@@ -82,7 +82,7 @@ def test_index_beyond_the_faces_found_follows_the_policy(det, group):
     p = prepare_faces([group, scene(300, 300, [A])], det,
                       config=PrepareConfig(selection=FaceSelection("largest", 1),
                                            on_no_face="skip"))
-    assert p.source_indices == (0,) and p.failures[0].index == 1
+    assert p.source_indices == (0,) and [im.status for im in p.images] == ["ok", "skipped"]
 
 
 def test_several_references_keep_order_and_report_failures(det):
@@ -101,9 +101,8 @@ def test_several_references_keep_order_and_report_failures(det):
     assert len(skip) == 3 and skip.source_indices == (0, 2, 3)
     assert skip.has_face.tolist() == [True, True, True]
     assert [im.status for im in skip.images] == ["ok", "skipped", "ok", "ok"]
-    assert [im.index for im in skip.failures] == [1]
     assert skip.images[1].slot is None and skip.images[3].slot == 2
-    assert "no face found" in skip.failures[0].reason
+    assert "no face found" in skip.images[1].reason
 
     text = prepare_faces(imgs, det, config=PrepareConfig(on_no_face="text_only"))
     assert len(text) == 4 and text.source_indices == (0, 1, 2, 3)
@@ -141,16 +140,20 @@ def test_all_images_without_faces(det):
     assert text.has_face.tolist() == [False, False] and text.num_faces == 0
 
 
-def test_embeddings_and_consistency(det, rec):
+def test_embeddings_and_one_identity_from_several_photos(det, rec):
     imgs = [scene(400, 400, [MarkerFace((50, 50, 200, 220), 0.9)]), scene(300, 300),
-            scene(500, 500, [MarkerFace((100, 80, 400, 430), 0.9)])]
+            scene(500, 500, [MarkerFace((100, 80, 400, 430), 0.9)]),
+            scene(400, 400, [MarkerFace((60, 40, 230, 240), 0.6)])]  # another "person": other pixels
     p = prepare_faces(imgs, det, recognizer=rec, config=PrepareConfig(on_no_face="text_only"))
-    assert p.embeddings.shape == (3, 512)
-    np.testing.assert_allclose(np.linalg.norm(p.embeddings[[0, 2]], axis=1), 1.0, atol=1e-5)
+    assert p.embeddings.shape == (4, 512)
+    np.testing.assert_allclose(np.linalg.norm(p.embeddings[[0, 2, 3]], axis=1), 1.0, atol=1e-5)
     assert not p.embeddings[1].any()
-    cons = p.consistency()
-    assert np.isnan(cons[1]) and cons[0] > 0.99 and cons[2] > 0.99  # same "face" twice
-    assert p.similarity_matrix().shape == (2, 2)
+    same = mean_identity(p.embeddings[:3], p.has_face[:3])  # the same face twice and a face-free slot
+    assert np.linalg.norm(same) == pytest.approx(1.0) and float(same @ p.embeddings[0]) > 0.99
+    mixed = mean_identity(p.embeddings, p.has_face)
+    assert float(p.embeddings[0] @ p.embeddings[3]) < 0.95  # the stand-in tells the two apart ...
+    assert float(mixed @ p.embeddings[0]) < float(same @ p.embeddings[0])  # ... and the mean moves toward both
+    assert mean_identity(p.embeddings[[1]], p.has_face[[1]]) is None
     assert prepare_faces(imgs[0], det).embeddings is None  # detector alone is enough
 
 

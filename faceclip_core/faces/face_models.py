@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detect import DetectionConfig, FaceDetector, load_face_detector
+from .detect import DetectionConfig, FaceDetector, load_detector_file
 from .errors import FaceModelError
+from .model_packs import find_model_pack
 from .prepare import PreparedFaces
-from .recognize import FaceRecognizer, load_face_recognizer
+from .recognize import FaceRecognizer, load_recognizer_file, mean_identity
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +38,24 @@ class FaceModels:
 
 def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2", provider: str = "CPU",
                      det_size: int = 640) -> FaceModels:
-    """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``."""
-    detector = load_face_detector(roots, pack, provider)
-    try:
-        recognizer = load_face_recognizer(roots, pack, provider)
-    except FaceModelError as exc:
-        logger.info("no face recognizer: %s", exc)
-        recognizer = None
+    """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``; the pack is found
+    and its files inspected once."""
+    info = find_model_pack(roots, pack)
+    detector = load_detector_file(info.detector, provider, pack=info)
+    recognizer = load_recognizer_file(info.recognizer, provider, pack=info) if info.recognizer else None
+    if recognizer is None:
+        logger.info("face model pack %s has no recognizer: detection and alignment only", info.folder)
     sizes = tuple(dict.fromkeys([det_size, *(s for s in RETRY_SIZES if s < det_size)]))
     return FaceModels(detector, recognizer, DetectionConfig(det_sizes=sizes))
 
 
 def reference_embedding(reference: PreparedFaces, recognizer: FaceRecognizer) -> np.ndarray:
     """One identity vector: the L2-normalised mean of the reference faces' ArcFace embeddings."""
-    if reference.embeddings is not None:
-        emb = reference.embeddings[reference.has_face]
-    else:
-        emb = recognizer.embed_aligned(reference.crops[reference.has_face])
-    if len(emb) == 0:
+    emb = reference.embeddings if reference.embeddings is not None else recognizer.embed_aligned(reference.crops)
+    identity = mean_identity(emb, reference.has_face)
+    if identity is None:
         raise FaceModelError("the reference has no face to compare with (every slot is face-free)")
-    mean = emb.mean(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return identity
 
 
 def similarity_to_reference(reference: PreparedFaces, generated: PreparedFaces,
