@@ -96,7 +96,10 @@ def library_load(path: str, device: str, dtype):
     return encoder_from_state_dict(sd, device=device, dtype=dtype)
 
 
-def worker(path: str, dtype_name: str, device: str, runs: int, batches: list[int], reader: str = "pack") -> dict:
+def worker(path: str, dtype_name: str, device: str, runs: int, batches: list[int], reader: str = "pack",
+           outputs: dict | None = None) -> dict:
+    """Load and time one dtype. ``outputs``, when given, receives per batch size the warm-up's and the last
+    timed encode's (embeddings, pooled) as float32 CPU tensors (for parity checks across dtypes)."""
     import torch
 
     import faceclip_core
@@ -129,16 +132,19 @@ def worker(path: str, dtype_name: str, device: str, runs: int, batches: list[int
     for b in batches:
         faces = torch.rand(b, 3, 448, 448, generator=torch.Generator().manual_seed(b))
         mask = torch.ones(b, dtype=torch.bool)
-        enc.encode(faces, [prompt] * b, mask)  # warm-up
+        warm = enc.encode(faces, [prompt] * b, mask)  # warm-up
         times = []
         for _ in range(runs):
             if device == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            emb, _ = enc.encode(faces, [prompt] * b, mask)
+            emb, pooled = enc.encode(faces, [prompt] * b, mask)
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
+        if outputs is not None:
+            outputs[b] = {"warmup": tuple(t.detach().float().cpu() for t in warm),
+                          "last": (emb.detach().float().cpu(), pooled.detach().float().cpu())}
         assert torch.isfinite(emb).all()
         out[f"encode_b{b}_median_s"] = round(statistics.median(times), 3)
         out[f"encode_b{b}_all_s"] = [round(x, 3) for x in times]

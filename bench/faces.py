@@ -2,7 +2,7 @@
 
     python bench/faces.py [--sizes 512,1024,4096] [--runs 5] [--provider CPU]
 
-Writes stand-in insightface models (tests/support/fake_insightface.py: real ONNX files with
+Writes stand-in insightface models (tests/harness/fake_insightface.py: real ONNX files with
 SCRFD / ArcFace signatures, run by real onnxruntime through insightface's SCRFD class) to a
 temporary folder, then times per square image size (median of --runs after one warm-up):
 
@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +53,8 @@ def main() -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from faceclip_core.faces import (PrepareConfig, align_face, detect_faces,
-                                     load_face_detector, prepare_faces)
-    from tests.support.fake_insightface import MarkerFace, make_pack, scene
+    from faceclip_core.faces import PrepareConfig, align_face, detect_faces, load_face_detector, prepare_faces
+    from tests.harness.fake_insightface import MarkerFace, make_pack, scene
 
     with tempfile.TemporaryDirectory() as tmp:
         make_pack(Path(tmp) / "antelopev2", recognizer=False)
@@ -73,13 +73,13 @@ def main() -> None:
             assert len(found) == 1, f"stand-in face not found at {size}"
             kps = found[0].landmarks
             row = {
-                "detect_s": timed(lambda: detect_faces(img, det), args.runs),
-                "align_s": timed(lambda: align_face(img, kps, 448), args.runs * 4),
-                "align_antialias_s": timed(lambda: align_face(img, kps, 448, antialias=True),
+                "detect_s": timed(partial(detect_faces, img, det), args.runs),
+                "align_s": timed(partial(align_face, img, kps, 448), args.runs * 4),
+                "align_antialias_s": timed(partial(align_face, img, kps, 448, antialias=True),
                                            args.runs * 4),
-                "prepare_s": timed(lambda: prepare_faces(img, det), args.runs),
+                "prepare_s": timed(partial(prepare_faces, img, det), args.runs),
                 "prepare_no_preview_s": timed(
-                    lambda: prepare_faces(img, det, config=PrepareConfig(annotate=False)),
+                    partial(prepare_faces, img, det, config=PrepareConfig(annotate=False)),
                     args.runs),
                 "face_px": int(found[0].width),
             }
@@ -87,7 +87,7 @@ def main() -> None:
                 import torch
 
                 t = torch.from_numpy(img).float().div_(255)[None]
-                row["prepare_float_tensor_s"] = timed(lambda: prepare_faces(t, det), args.runs)
+                row["prepare_float_tensor_s"] = timed(partial(prepare_faces, t, det), args.runs)
             except ImportError:
                 row["prepare_float_tensor_s"] = None
             row["overhead_s"] = round(row["detect_s"] - inference, 5)

@@ -112,7 +112,8 @@ def _boot_comfy(cpu: bool):
     sys.path.insert(0, str(REPO / "tests" / "harness"))
     import cpu_shims
 
-    cpu_shims.install()  # only acts where the torchvision/torchaudio wheels cannot load (CPU torch)
+    if "faceclip_cpu_shims" not in sys.modules:  # the test venv installs the same shims at start-up (a .pth)
+        cpu_shims.install()  # only acts where the torchvision/torchaudio wheels cannot load (CPU torch)
     comfy_dir = Path(os.environ.get("COMFYUI_PATH") or REPO / ".testenv" / "ComfyUI")
     if not (comfy_dir / "comfy").is_dir():
         sys.exit(f"no ComfyUI at {comfy_dir}: run `bash tests/run.sh` once or set COMFYUI_PATH")

@@ -1,68 +1,51 @@
-"""faceclip_core: the standalone FaceCLIP-SDXL core (encoder, faces, identity methods).
+"""faceclip_core: the standalone FaceCLIP-SDXL core (encoder, faces, identity methods). Never imports ComfyUI.
 
-Never imports ComfyUI. Public names are resolved lazily so that importing the package stays
-cheap and never pulls optional dependencies (onnxruntime, insightface) until they are used.
+Modules that need optional packages (onnxruntime, insightface) import them when they are used, so importing this
+package needs only torch, numpy and safetensors.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .conditioning import average_identity
+from .dtypes import WEIGHT_DTYPES
+from .encoder import OFFICIAL_NEGATIVE, FaceCLIPEncoder
+from .errors import FaceCLIPError, FaceCLIPInputError, FaceCLIPStateDictError, FaceCLIPWeightsError
+from .faces import (
+                    DetectedFace,
+                    DetectionConfig,
+                    FaceDetector,
+                    FaceError,
+                    FaceInputError,
+                    FaceModelError,
+                    FaceModels,
+                    FaceRecognizer,
+                    FaceSelection,
+                    NoFaceError,
+                    PrepareConfig,
+                    PreparedFaces,
+                    PreparedImage,
+                    align_face,
+                    annotate_faces,
+                    detect_faces,
+                    face_thumbnails,
+                    find_model_pack,
+                    list_model_packs,
+                    load_face_detector,
+                    load_face_models,
+                    load_face_recognizer,
+                    mean_identity,
+                    prepare_faces,
+                    similarity_to_reference,
+)
+from .identity import IDEmbedding, IdentityError, load_embedding, save_embedding, train_identity
+from .loader import load_encoder
+from .tokenizer import tokenize
 
-# public name -> submodule that defines it
-_EXPORTS: dict[str, str] = {
-    # encoder (issue 3)
-    "load_encoder": ".loader",
-    "FaceCLIPEncoder": ".encoder",
-    "OFFICIAL_NEGATIVE": ".encoder",
-    "tokenize": ".tokenizer",
-    "FaceCLIPError": ".errors",
-    "FaceCLIPWeightsError": ".errors",
-    "FaceCLIPStateDictError": ".errors",
-    "FaceCLIPInputError": ".errors",
-    # faces (issue 4)
-    "align_face": ".faces",
-    "detect_faces": ".faces",
-    "prepare_faces": ".faces",
-    "load_face_detector": ".faces",
-    "load_face_recognizer": ".faces",
-    "list_model_packs": ".faces",
-    "find_model_pack": ".faces",
-    "annotate_faces": ".faces",
-    "face_thumbnails": ".faces",
-    "PreparedFaces": ".faces",
-    "PreparedImage": ".faces",
-    "PrepareConfig": ".faces",
-    "FaceSelection": ".faces",
-    "DetectionConfig": ".faces",
-    "DetectedFace": ".faces",
-    "FaceDetector": ".faces",
-    "FaceRecognizer": ".faces",
-    "FaceError": ".faces",
-    "NoFaceError": ".faces",
-    "FaceModelError": ".faces",
-    "FaceInputError": ".faces",
-    "FaceModels": ".faces",
-    "load_face_models": ".faces",
-    "similarity_to_reference": ".faces",
-    # several faces -> conditioning (issue 5)
-    "encode_in_chunks": ".conditioning",
-    "average_identity": ".conditioning",
-    "WEIGHT_DTYPES": ".dtypes",
-    # per-identity ID embeddings: SeFi-IDE and ID-EA (issue 6)
-    "train_identity": ".identity",
-    "load_embedding": ".identity",
-    "save_embedding": ".identity",
-    "IDEmbedding": ".identity",
-    "IdentityError": ".identity",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'faceclip_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__all__ = [
+    "OFFICIAL_NEGATIVE", "WEIGHT_DTYPES", "DetectedFace", "DetectionConfig", "FaceCLIPEncoder", "FaceCLIPError",
+    "FaceCLIPInputError", "FaceCLIPStateDictError", "FaceCLIPWeightsError", "FaceDetector", "FaceError",
+    "FaceInputError", "FaceModelError", "FaceModels", "FaceRecognizer", "FaceSelection", "IDEmbedding",
+    "IdentityError", "NoFaceError", "PrepareConfig", "PreparedFaces", "PreparedImage", "align_face",
+    "annotate_faces", "average_identity", "detect_faces", "face_thumbnails", "find_model_pack", "list_model_packs",
+    "load_embedding", "load_encoder", "load_face_detector", "load_face_models", "load_face_recognizer",
+    "mean_identity", "prepare_faces", "save_embedding", "similarity_to_reference", "tokenize", "train_identity",
+]

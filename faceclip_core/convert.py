@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from . import safetensors_io
+from .atomic import atomic_path
 from .dtypes import WEIGHT_DTYPES
 from .errors import FaceCLIPError, FaceCLIPStateDictError, FaceCLIPWeightsError
 from .loader import StateDict, check_state_dict, read_state_dict, strip_prefix
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ENCODER = "faceclip_encoder"
 UNET = "sdxl_unet_diffusers"
@@ -93,18 +94,15 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str | None = 
     torch_dtype = WEIGHT_DTYPES[dtype] if dtype else None
     meta = {"format": "pt", "faceclip_kind": kind, "source": src_p.name, "converted_by": "faceclip_core.convert"}
 
-    tmp = dst_p.with_name(f".{dst_p.name}.{os.getpid()}.tmp")
     try:
-        size = safetensors_io.write(tmp, sd, torch_dtype, meta)
-        safetensors_io.verify(tmp, sd, torch_dtype)
-        os.replace(tmp, dst_p)  # atomic within one folder: readers see the old file or the complete new one
+        with atomic_path(dst_p, overwrite=force) as tmp:
+            size = safetensors_io.write(tmp, sd, torch_dtype, meta)
+            safetensors_io.verify(tmp, sd, torch_dtype)
     except FaceCLIPWeightsError as err:
-        tmp.unlink(missing_ok=True)
         raise ConvertError(str(err)) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    log.info("wrote %s (%s, %d tensors, %.2f GB)", dst_p, kind, len(sd), size / 1e9)
+    except FileExistsError:
+        raise ConvertError(f"{dst_p} appeared while converting; pass --force to overwrite it") from None
+    logger.info("wrote %s (%s, %d tensors, %.2f GB)", dst_p, kind, len(sd), size / 1e9)
     return ConvertResult(kind=kind, dst=dst_p, tensors=len(sd), bytes=size)
 
 
@@ -122,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = convert(args.src, args.dst, dtype=args.dtype, force=args.force)
     except FaceCLIPError as err:
-        log.error("error: %s", err)
+        logger.error("error: %s", err)
         return 2
-    log.info("ok: %s -> %s", res.kind, res.dst)
+    logger.info("ok: %s -> %s", res.kind, res.dst)
     return 0
 
 

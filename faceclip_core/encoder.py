@@ -6,7 +6,7 @@ embeddings [B, 77, 2048] (L fused 768 | G fused 1280) and pooled [B, 1280] (G ln
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from .layers import ops_or_default, positions
 from .text_tower import TextTowerConfig, build_text_tower, run_text_tower
 from .tokenizer import check_prompts, tokenize_batch
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ID_PREFIX = "Photo of a id person. "
 ID_TOKEN = 1014  # BPE id of "id"
@@ -114,6 +114,14 @@ class EncodeInputs:
     id_mask: torch.Tensor  # [B, 77] bool
     face_mask: torch.Tensor  # [B] bool
 
+    def __len__(self) -> int:
+        return int(self.faces.shape[0])
+
+    def rows(self, start: int, stop: int, device: torch.device) -> EncodeInputs:
+        """Rows start..stop-1 on ``device`` (one copy per tensor)."""
+        return EncodeInputs(*(t[start:stop].to(device, non_blocking=True) for t in
+                              (self.faces, self.token_ids, self.id_mask, self.face_mask)))
+
 
 class FaceCLIPEncoder(nn.Module):
     """The FaceCLIP_L_G_Wrapper equivalent. Build with :func:`faceclip_core.load_encoder`."""
@@ -136,9 +144,8 @@ class FaceCLIPEncoder(nn.Module):
 
     # ---- input handling -------------------------------------------------------------------------------------
     def prepare(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: Any) -> EncodeInputs:
-        """Validate the arguments of :meth:`encode` and turn them into model inputs, on the faces' device (the
-        encoder computes where its input is: under a model manager the weights may live elsewhere and be cast
-        per layer)."""
+        """Validate the arguments of :meth:`encode` and turn them into model inputs, on the faces' device. Faces on
+        the CPU are checked without any device synchronisation."""
         if not isinstance(faces, torch.Tensor):
             raise FaceCLIPInputError(f"faces must be a torch.Tensor [B,3,H,W], got {type(faces).__name__}")
         if faces.ndim == 3 and faces.shape[0] == 3:
@@ -182,14 +189,14 @@ class FaceCLIPEncoder(nn.Module):
         if mask.ndim != 1 or mask.shape[0] != b:
             raise FaceCLIPInputError(f"face_mask must have shape [{b}] (one flag per face), got {tuple(mask.shape)}")
 
-        texts = [ID_PREFIX + p if m else p for p, m in zip(prompts, mask.tolist())]
+        texts = [ID_PREFIX + p if m else p for p, m in zip(prompts, mask.tolist(), strict=True)]
         ids = tokenize_batch(texts).ids
         # Only the prefix "id" (position 4) is replaced; an "id" the user typed stays an ordinary token.
         window = torch.arange(ids.shape[1]) < ID_WINDOW
         id_mask = (ids == ID_TOKEN) & window[None, :] & mask[:, None]
 
         dev = faces.device
-        img = f32.to(dev)
+        img = f32
         if img.shape[-2:] != (self.cfg.l.face.img_size,) * 2:
             size = self.cfg.l.face.img_size
             img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
@@ -219,11 +226,31 @@ class FaceCLIPEncoder(nn.Module):
         return result
 
     @torch.no_grad()  # not inference_mode: callers may reuse the outputs in autograd code (ID-embedding training)
-    def encode(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: Any
+    def encode(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: Any, *,
+               device: torch.device | str | None = None, output_device: torch.device | str | None = None,
+               chunk_size: int | None = None, between: Callable[[int, int], None] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """faces float [B,3,H,W] RGB in [0,1]; prompts: B strings (the id prefix is added where face_mask is True);
-        face_mask bool [B]. Returns (embeddings [B,77,dL+dG] float32, pooled [B,dG] float32) on the model's device.
+        face_mask bool [B]. Returns (embeddings [B,77,dL+dG] float32, pooled [B,dG] float32).
+
+        The inputs are checked once where they are (keep them on the CPU: no device syncs), then each chunk of
+        ``chunk_size`` rows (all at once by default) moves once to ``device`` (default: the faces' device) and
+        its outputs to ``output_device`` (default: ``device``). The weights may live elsewhere: under a model
+        manager they are cast and moved per layer. ``between(done, total)`` runs after each chunk (progress, and
+        an interrupt check that raises to stop).
         """
-        out = self.forward_all(self.prepare(faces, prompts, face_mask))
-        emb = torch.cat([out["face_clip_l"]["fused"], out["face_clip_g"]["fused"]], dim=-1).float()
-        return emb, out["face_clip_g"]["pooled"].float()
+        inputs = self.prepare(faces, prompts, face_mask)
+        device = torch.device(device) if device is not None else faces.device
+        output_device = torch.device(output_device) if output_device is not None else device
+        total = len(inputs)
+        step = chunk_size or total
+        embeddings, pooled = [], []
+        for start in range(0, total, step):
+            stop = min(total, start + step)
+            out = self.forward_all(inputs.rows(start, stop, device))
+            fused = torch.cat([out["face_clip_l"]["fused"], out["face_clip_g"]["fused"]], dim=-1)
+            embeddings.append(fused.to(output_device, torch.float32))
+            pooled.append(out["face_clip_g"]["pooled"].to(output_device, torch.float32))
+            if between is not None:
+                between(stop, total)
+        return torch.cat(embeddings), torch.cat(pooled)

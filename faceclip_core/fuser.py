@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PackedAttention, layer_norm_fp32, ops_or_default
+from .layers import PackedAttention, layer_norm_fp32, merge_heads, ops_or_default, split_heads
 
 
 @dataclass(frozen=True)
@@ -49,30 +49,21 @@ class BiAttention(nn.Module):
         self.out_v_proj = operations.Linear(e, d, bias=True, device=device, dtype=dtype)
         self.out_l_proj = operations.Linear(e, d, bias=True, device=device, dtype=dtype)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, e = x.shape
-        return x.view(b, n, self.heads, e // self.heads).transpose(1, 2)  # [B, h, N, hd]
-
-    @staticmethod
-    def _merge(x: torch.Tensor) -> torch.Tensor:
-        b, h, n, hd = x.shape
-        return x.transpose(1, 2).reshape(b, n, h * hd)
-
     def forward(self, v: torch.Tensor, l: torch.Tensor, need_v: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        q = self._split(self.v_proj(v))
-        k = self._split(self.l_proj(l))
+        q = split_heads(self.v_proj(v), self.heads)
+        k = split_heads(self.l_proj(l), self.heads)
         logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # [B, h, Nv, Nl]
         # Official: subtract the max over the whole tensor (all rows, heads and batch), then clamp. Softmax is
         # shift-invariant, so this only matters through the clamp, but it is cheap to copy exactly.
         logits = (logits - logits.max()).clamp(-self.clamp, self.clamp)
         logits_t = logits.transpose(-1, -2)
         logits_t = (logits_t - logits_t.amax(dim=-1, keepdim=True)).clamp(-self.clamp, self.clamp)
-        dl = self._merge(logits_t.softmax(dim=-1) @ self._split(self.values_v_proj(v)))
+        dl = merge_heads(logits_t.softmax(dim=-1) @ split_heads(self.values_v_proj(v), self.heads))
         dl = self.out_l_proj(dl)
         if not need_v:
             return None, dl
-        dv = self._merge(logits.softmax(dim=-1) @ self._split(self.values_l_proj(l)))
+        dv = merge_heads(logits.softmax(dim=-1) @ split_heads(self.values_l_proj(l), self.heads))
         return self.out_v_proj(dv), dl
 
 
@@ -191,7 +182,8 @@ class FusionEncoder(nn.Module):
 
     def forward(self, v: torch.Tensor, v_pos: torch.Tensor, l: torch.Tensor, l_pos: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
-        for i, (fusion, text, deform) in enumerate(zip(self.fusion_layers, self.text_layers, self.layers)):
+        for i, (fusion, text, deform) in enumerate(
+                zip(self.fusion_layers, self.text_layers, self.layers, strict=True)):
             # Only the text stream is returned, so the face-stream work of the last layer is skipped:
             # its output would never be read.
             v, l = fusion(v, l, need_v=i < last)

@@ -75,14 +75,18 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(b, n, heads, c // heads).transpose(1, 2)
 
 
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, D] -> [B, N, heads * D], the inverse of split_heads."""
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
+
+
 def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
                          mask: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention over [B, N, C] inputs split into ``heads`` head-major chunks; ``mask`` is an
     additive [Nq, Nk] mask."""
-    b, nq, c = q.shape
-    out = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
-                                         attn_mask=mask, is_causal=causal)
-    return out.transpose(1, 2).reshape(b, nq, c)
+    return merge_heads(F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads),
+                                                      split_heads(v, heads), attn_mask=mask, is_causal=causal))
 
 
 class PackedAttention(nn.Module):

@@ -11,7 +11,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .fuser import FuserConfig
 from .text_tower import TextTowerConfig
 from .tokenizer import get_tokenizer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 StateDict = safetensors_io.StateDict
 
@@ -107,13 +107,21 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor], mmap
     return _as_state_dict(read_torch_pickle(path, mmap=mmap), path.name)
 
 
-def strip_prefix(sd: StateDict) -> StateDict:
-    """Drop the ``model.`` prefix the released .pt carries (also ``module.`` from DataParallel saves), in place:
-    a second dict would keep every original tensor alive while the converted copies are made."""
+def plain_names(keys: Iterable[str]) -> dict[str, str]:
+    """Each key -> the key without the ``model.`` prefix the released .pt carries (also ``module.`` from
+    DataParallel saves), when every key has it."""
+    names = {k: k for k in keys}
     for prefix in _PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            for key in list(sd):
-                sd[key[len(prefix):]] = sd.pop(key)
+        if names and all(v.startswith(prefix) for v in names.values()):
+            names = {k: v[len(prefix):] for k, v in names.items()}
+    return names
+
+
+def strip_prefix(sd: StateDict) -> StateDict:
+    """``sd`` with plain_names, renamed in place: a second dict would keep every original tensor alive while the
+    converted copies are made."""
+    renamed = [(plain, sd.pop(key)) for key, plain in plain_names(sd).items() if key != plain]
+    sd.update(renamed)
     return sd
 
 
@@ -281,7 +289,7 @@ def encoder_from_state_dict(sd: StateDict, device: str | torch.device = "cpu", d
         raise FaceCLIPStateDictError("state dict did not load", result.missing_keys, result.unexpected_keys)
     model.eval()
     model.requires_grad_(False)
-    log.info("FaceCLIP encoder loaded: L width %d x %d layers, G width %d x %d layers, %s, face ViT %s",
+    logger.info("FaceCLIP encoder loaded: L width %d x %d layers, G width %d x %d layers, %s, face ViT %s",
              cfg.l.width, cfg.l.text.layers, cfg.g.width, cfg.g.text.layers, dtype,
              "shared" if share else "per branch")
     return model
@@ -294,10 +302,7 @@ def _plan_from_safetensors_header(path: Path, dtype: torch.dtype, operations: An
     return the per-tensor target dtype (that of the layer it loads into) and the G-branch face-ViT tensors with
     their L-branch twins."""
     _, index = safetensors_io.read_index(path)
-    names = {k: k for k in index}
-    for prefix in _PREFIXES:
-        if names and all(v.startswith(prefix) for v in names.values()):
-            names = {k: v[len(prefix):] for k, v in names.items()}
+    names = plain_names(index)
     meta = {names[k]: torch.empty(shape, dtype=dt, device="meta") for k, (dt, shape, _, _) in index.items()}
     _, expected = check_state_dict(meta, dtype, operations, compute_dtype)
     by_plain = {v: k for k, v in names.items()}

@@ -30,7 +30,7 @@ import torch
 from .dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
 from .errors import FaceCLIPWeightsError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 # name -> (dtype, shape, begin, end): byte offsets relative to the data section

@@ -21,7 +21,7 @@ import torch
 
 from .errors import FaceCLIPInputError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CONTEXT_LENGTH = 77
 SOT_ID = 49406
@@ -103,7 +103,7 @@ class BPETokenizer:
         while len(parts) > 1:
             # Merge the adjacent pair with the best (lowest) rank, all its occurrences at once, left to right.
             best_rank, best = None, None
-            for pair in zip(parts, parts[1:]):
+            for pair in zip(parts, parts[1:], strict=False):
                 rank = self._ranks.get(pair)
                 if rank is not None and (best_rank is None or rank < best_rank):
                     best_rank, best = rank, pair
@@ -177,7 +177,7 @@ def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt") -> Tokenize
     batch = get_tokenizer()(check_prompts(texts))
     for i, n in enumerate(batch.lengths):
         if n > CONTEXT_LENGTH:
-            log.warning("FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
+            logger.warning("FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
                         "the last kept token becomes end-of-text)", warn_label, i, n, CONTEXT_LENGTH)
     return batch
 

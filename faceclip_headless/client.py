@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _DONE = {"execution_success": "success", "execution_error": "error", "execution_interrupted": "interrupted"}
 
@@ -44,7 +44,8 @@ class PromptResult:
         """Wall time of each executed node, from one 'executing' message to the next (as seen by the client)."""
         marks = [(e["data"].get("node") if e["type"] == "executing" else None, e["received"])
                  for e in self.events if e["type"] in ("executing", "execution_success")]
-        return {node: round(t1 - t0, 4) for (node, t0), (_, t1) in zip(marks, marks[1:]) if node is not None}
+        return {node: round(t1 - t0, 4)
+                for (node, t0), (_, t1) in zip(marks, marks[1:], strict=False) if node is not None}
 
     def images(self, node_id: str | None = None) -> list[dict]:
         nodes = [node_id] if node_id is not None else list(self.outputs)
@@ -59,7 +60,8 @@ class PromptResult:
             return "\n".join(parts)
         if self.error:
             e = self.error
-            return f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: {e.get('exception_message')}"
+            return (f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
+                    f"{e.get('exception_message')}")
         return self.status
 
 

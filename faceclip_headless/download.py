@@ -18,14 +18,15 @@ import argparse
 import hashlib
 import http.client
 import logging
-import os
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from faceclip_core.atomic import publish
+
+logger = logging.getLogger(__name__)
 
 HF = "https://huggingface.co"
 CHUNK = 8 * 2**20
@@ -89,7 +90,7 @@ def _sha256_of(path: Path) -> hashlib._Hash:
 def fetch(url: str, target: Path) -> Path:
     """Download ``url`` to ``target`` (verified, resumable); returns ``target``. An existing target is kept."""
     if target.exists():
-        log.info("%s exists; skipped", target)
+        logger.info("%s exists; skipped", target)
         return target
     sha256, size = published_checksum(url)
     part = target.with_name(target.name + ".part")
@@ -104,7 +105,7 @@ def fetch(url: str, target: Path) -> Path:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - https URL from constants
             if have and response.status != 206:  # the server ignored the range: start over
                 have, digest = 0, hashlib.sha256()
-            log.info("%s: %s %.1f MB of %.1f MB", target.name, "resuming at" if have else "downloading",
+            logger.info("%s: %s %.1f MB of %.1f MB", target.name, "resuming at" if have else "downloading",
                      have / 1e6, size / 1e6)
             with open(part, "ab" if have else "wb") as f:
                 next_report = have + size // 20
@@ -113,7 +114,7 @@ def fetch(url: str, target: Path) -> Path:
                     digest.update(block)
                     have += len(block)
                     if have >= next_report:
-                        log.info("%s: %d%%", target.name, 100 * have // size)
+                        logger.info("%s: %d%%", target.name, 100 * have // size)
                         next_report += size // 20
     if have < size:
         raise DownloadError(f"{target.name}: the connection ended at {have / 1e6:.1f} of {size / 1e6:.1f} MB; "
@@ -122,15 +123,15 @@ def fetch(url: str, target: Path) -> Path:
         part.unlink()
         raise DownloadError(f"{target.name}: checksum mismatch (got {have} bytes, sha256 {digest.hexdigest()}; "
                             f"expected {size} bytes, {sha256}); the partial file was deleted, run again")
-    os.replace(part, target)
-    log.info("%s: verified (sha256 %s)", target, sha256)
+    publish(part, target, overwrite=False)
+    logger.info("%s: verified (sha256 %s)", target, sha256)
     return target
 
 
 def install(item: Download, models_dir: Path, base_url: str = HF, keep_originals: bool = False) -> Path:
     final = models_dir / item.folder / item.name
     if final.exists():
-        log.info("%s exists; skipped", final)
+        logger.info("%s exists; skipped", final)
         return final
     url = f"{base_url.rstrip('/')}/{item.repo_path}"
     if not item.convert:
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = wanted - {d.key for d in DOWNLOADS}
     if unknown:
         p.error(f"unknown --only entries: {', '.join(sorted(unknown))}")
-    log.info("FaceCLIP weights are licensed CC-BY-NC-4.0 (non-commercial use only).")
+    logger.info("FaceCLIP weights are licensed CC-BY-NC-4.0 (non-commercial use only).")
     failed = 0
     for item in DOWNLOADS:
         if item.key in wanted:
@@ -170,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 install(item, models, args.base_url, args.keep_originals)
             except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 # The .part file stays for the next run to resume from.
-                log.error("%s: %s", item.key, exc)
+                logger.error("%s: %s", item.key, exc)
                 failed += 1
-    log.info("Face detection pack: download insightface's antelopev2 yourself (non-commercial research licence) "
+    logger.info("Face detection pack: download insightface's antelopev2 yourself (non-commercial research licence) "
              "and unzip it so that %s exists.", models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
     return 1 if failed else 0
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # extra_model_paths.yaml keys that ComfyUI maps onto a current folder name
 _LEGACY_KEYS = {"unet": "diffusion_models", "clip": "text_encoders"}

@@ -5,8 +5,7 @@
 
 Checks every model file before any work and names what is missing, where to get it and where to put it. Then
 runs the pack's shipped basic workflow (workflows/basic.json) through ComfyUI: a running server given by
---server, or a server of its own started from --comfyui / COMFYUI_PATH / the ComfyUI this pack is installed in /
-the test environment's ComfyUI (.testenv/, made by `bash tests/run.sh`).
+--server, or a server of its own started from --comfyui / COMFYUI_PATH / the ComfyUI this pack is installed in.
 """
 from __future__ import annotations
 
@@ -20,16 +19,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceclip_core.atomic import write_bytes
+
 from .client import ComfyClient
 from .model_files import describe_missing, find_missing, find_missing_on_server
 from .server import ComfyServer, ServerConfig, ServerStartError
 from .workflow import find_nodes, to_api
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-faceclip"
 BASIC_WORKFLOW = PACK_DIR / "workflows" / "basic.json"
-TEST_ENV = Path(os.environ.get("FACECLIP_TESTENV", PACK_DIR / ".testenv"))
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_MODELS_MISSING = 1, 2, 3
 
@@ -53,9 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="sampling steps (official: 50)")
     p.add_argument("--width", type=int, default=864, help="image width (official: 864)")
     p.add_argument("--height", type=int, default=1152, help="image height (official: 1152)")
-    p.add_argument("--comfyui", type=Path, help="ComfyUI folder to start (default: COMFYUI_PATH, the ComfyUI "
-                                                "this pack sits in, or the test environment's)")
-    p.add_argument("--python", help="Python to start ComfyUI with (default: this one, or the test env's)")
+    p.add_argument("--comfyui", type=Path, help="ComfyUI folder to start (default: COMFYUI_PATH, or the ComfyUI "
+                                                "this pack sits in)")
+    p.add_argument("--python", default=sys.executable, help="Python to start ComfyUI with (default: this one)")
     p.add_argument("--cpu", action="store_true", help="start ComfyUI with --cpu (no GPU)")
     p.add_argument("--server", help="URL of a running ComfyUI with this pack installed, instead of starting one")
     p.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
@@ -71,7 +71,6 @@ def locate_comfyui(explicit: Path | None) -> Path | None:
         candidates = [Path(os.environ["COMFYUI_PATH"])] if os.environ.get("COMFYUI_PATH") else []
         if PACK_DIR.parent.name == "custom_nodes":
             candidates.append(PACK_DIR.parent.parent)
-        candidates.append(TEST_ENV / "ComfyUI")
     return next((c.resolve() for c in candidates if (c / "main.py").is_file()), None)
 
 
@@ -91,24 +90,6 @@ def portrait_prompt(workflow: dict, object_info: dict, image: str, request: Port
     return prompt
 
 
-def write_new_file(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write atomically: a temporary file beside the target, renamed into place; never clobbers by accident."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if the path appeared meanwhile
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int:
     """A client for the ComfyUI to use (starting one if needed), or an exit code after explaining why not."""
     if args.server:
@@ -122,23 +103,20 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
 
         missing = find_missing_on_server(listing)
         if missing:
-            log.error(describe_missing(missing))
+            logger.error(describe_missing(missing))
             return EXIT_MODELS_MISSING
         return client
 
     comfyui = locate_comfyui(args.comfyui)
     if comfyui is None:
-        log.error("No ComfyUI found. Pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack under "
-                  "ComfyUI/custom_nodes/, pass --server URL of a running ComfyUI, or run `bash tests/run.sh` "
-                  "once to provision one in .testenv/.")
+        logger.error("No ComfyUI found. Pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack under "
+                  "ComfyUI/custom_nodes/, or pass --server URL of a running ComfyUI.")
         return EXIT_BAD_ARGS
     missing = find_missing(comfyui, args.extra_model_paths_config)
     if missing:
-        log.error(describe_missing(missing))
+        logger.error(describe_missing(missing))
         return EXIT_MODELS_MISSING
 
-    provisioned = comfyui == (TEST_ENV / "ComfyUI").resolve()
-    python = args.python or (str(TEST_ENV / "venv" / "bin" / "python") if provisioned else sys.executable)
     extra = list(args.extra_model_paths_config)
     if not (comfyui / "custom_nodes" / PACK_DIR.name).exists() and PACK_DIR.parent.resolve() != \
             (comfyui / "custom_nodes").resolve():
@@ -147,17 +125,14 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
         (mount / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
         (mount / "extra_model_paths.yaml").write_text(f"faceclip_pack:\n    custom_nodes: {mount}\n")
         extra.append(mount / "extra_model_paths.yaml")
-    # The test environment's torchvision/torchaudio are CUDA wheels on a CPU torch: its launcher shims them.
-    launcher = [str(PACK_DIR / "tests" / "harness" / "launch_comfyui.py")] if provisioned else None
     log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceclip_log_"))) / "comfyui.log"
-    server = ComfyServer(ServerConfig(comfyui_dir=comfyui, python=python, launcher=launcher,
-                                      cpu=args.cpu or provisioned,  # the test environment has CPU torch
+    server = ComfyServer(ServerConfig(comfyui_dir=comfyui, python=args.python, cpu=args.cpu,
                                       extra_model_paths=extra, log_path=log_path))
-    log.info("Starting ComfyUI from %s (log: %s) ...", comfyui, log_path)
+    logger.info("Starting ComfyUI from %s (log: %s) ...", comfyui, log_path)
     try:
         stack.enter_context(server)
     except ServerStartError as exc:
-        log.error("ComfyUI did not start: %s", exc)
+        logger.error("ComfyUI did not start: %s", exc)
         return EXIT_FAILED
     return ComfyClient(server.url, timeout=args.timeout)
 
@@ -166,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     if not args.face.is_file():
-        log.error("The face photo %s does not exist.", args.face)
+        logger.error("The face photo %s does not exist.", args.face)
         return EXIT_BAD_ARGS
     if args.out.exists() and not args.force:
-        log.error("%s already exists; choose another --out or pass --force to overwrite it.", args.out)
+        logger.error("%s already exists; choose another --out or pass --force to overwrite it.", args.out)
         return EXIT_BAD_ARGS
     request = PortraitRequest(args.prompt, args.seed, args.steps, args.width, args.height)
     with ExitStack() as stack:
@@ -178,28 +153,28 @@ def main(argv: list[str] | None = None) -> int:
             return client
         info = client.object_info()
         if "FaceCLIPEncode" not in info:
-            log.error("This ComfyUI has no FaceCLIP nodes: the pack is not installed there or failed to import "
+            logger.error("This ComfyUI has no FaceCLIP nodes: the pack is not installed there or failed to import "
                       "(look for 'comfyui-faceclip' in its log).")
             return EXIT_FAILED
         image = client.upload_image(args.face)
         prompt = portrait_prompt(json.loads(BASIC_WORKFLOW.read_text()), info, image, request)
-        log.info("Generating: %d steps at %dx%d, seed %d ...", request.steps, request.width, request.height,
+        logger.info("Generating: %d steps at %dx%d, seed %d ...", request.steps, request.width, request.height,
                  request.seed)
         result = client.run(prompt)
         if not result.ok:
-            log.error("ComfyUI could not make the portrait: %s", result.describe_error())
+            logger.error("ComfyUI could not make the portrait: %s", result.describe_error())
             return EXIT_FAILED
         (save,) = find_nodes(prompt, "SaveImage")
         images = result.images(save)
         if not images:
-            log.error("The workflow finished without an image.")
+            logger.error("The workflow finished without an image.")
             return EXIT_FAILED
         try:
-            write_new_file(args.out, client.view(images[0]), overwrite=args.force)
+            write_bytes(args.out, client.view(images[0]), overwrite=args.force)
         except FileExistsError:
-            log.error("%s appeared while generating; not overwritten (pass --force).", args.out)
+            logger.error("%s appeared while generating; not overwritten (pass --force).", args.out)
             return EXIT_BAD_ARGS
-    log.info("Wrote %s", args.out)
+    logger.info("Wrote %s", args.out)
     return 0
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class ServerStartError(RuntimeError):
@@ -32,8 +32,6 @@ class ServerConfig:
     base_directory: Path | None = None
     extra_model_paths: list[Path] = field(default_factory=list)
     python: str = sys.executable
-    # Command that runs ComfyUI's main.py; the test harness swaps in a launcher that installs CPU shims first.
-    launcher: list[str] | None = None
     cpu: bool = True
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -73,8 +71,8 @@ class ComfyServer:
 
     def command(self, port: int) -> list[str]:
         c = self.config
-        main = [str(Path(c.comfyui_dir) / "main.py")] if c.launcher is None else [*c.launcher, str(c.comfyui_dir)]
-        args = [c.python, *main, "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"]
+        args = [c.python, str(Path(c.comfyui_dir) / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
+                "--disable-auto-launch"]
         if c.cpu:
             args.append("--cpu")
         if c.base_directory is not None:
@@ -92,7 +90,7 @@ class ComfyServer:
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **c.env}
         cmd = self.command(self.port)
-        log.info("starting ComfyUI: %s", " ".join(cmd))
+        logger.info("starting ComfyUI: %s", " ".join(cmd))
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             cmd, cwd=str(c.comfyui_dir), env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, **_own_process_group(),
@@ -104,7 +102,7 @@ class ComfyServer:
                 raise ServerStartError(f"ComfyUI exited with code {self.process.returncode} during start-up.\n"
                                        f"{self.log_tail()}")
             if self._serving():
-                log.info("ComfyUI serving at %s (pid %d)", self.url, self.process.pid)
+                logger.info("ComfyUI serving at %s (pid %d)", self.url, self.process.pid)
                 return self
             time.sleep(0.25)
         self.stop()

@@ -5,8 +5,8 @@ from comfy_api.latest import io
 
 from .encode import FaceCLIPEncode, FaceCLIPTextEncode
 from .faces import FaceCLIPPrepareFaces
-from .identity import FaceCLIPApplyIDEmbedding, FaceCLIPLoadIDEmbedding, FaceCLIPTrainIDEmbedding
 from .folders import register_model_folders
+from .identity import FaceCLIPApplyIDEmbedding, FaceCLIPLoadIDEmbedding, FaceCLIPTrainIDEmbedding
 from .loaders import FaceCLIPFaceDetectorLoader, FaceCLIPLoader
 from .similarity import FaceCLIPFaceSimilarity
 

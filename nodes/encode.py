@@ -4,16 +4,12 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..faceclip_core import OFFICIAL_NEGATIVE, average_identity, encode_in_chunks
+from ..faceclip_core import OFFICIAL_NEGATIVE, average_identity
+from .conditioning import sdxl_conditioning
 from .progress import progress_callback
 from .types import FaceCLIP, Faces
 
 IDENTITY_MODES = ("per_face", "average")
-
-
-def as_conditioning(embeddings: torch.Tensor, pooled: torch.Tensor) -> list:
-    # Exactly what SDXL expects; size keys stay unset so ComfyUI fills them from the latent, as diffusers does.
-    return [[embeddings, {"pooled_output": pooled}]]
 
 
 class FaceCLIPEncode(io.ComfyNode):
@@ -46,12 +42,11 @@ class FaceCLIPEncode(io.ComfyNode):
     def execute(cls, faceclip, faces, prompt: str, negative: str, identity: str) -> io.NodeOutput:
         crops = torch.from_numpy(faces.crops_float()).permute(0, 3, 1, 2)
         mask = torch.from_numpy(faces.has_face)
-        embeddings, pooled = encode_in_chunks(faceclip.encode, crops, [prompt] * len(faces), mask,
-                                              between=progress_callback(len(faces)))
+        embeddings, pooled = faceclip.encode(crops, [prompt] * len(faces), mask, between=progress_callback(len(faces)))
         if identity == "average":
             embeddings, pooled = average_identity(embeddings, pooled, mask)
         neg_embeddings, neg_pooled = faceclip.encode_text([negative])
-        return io.NodeOutput(as_conditioning(embeddings, pooled), as_conditioning(neg_embeddings, neg_pooled))
+        return io.NodeOutput(sdxl_conditioning(embeddings, pooled), sdxl_conditioning(neg_embeddings, neg_pooled))
 
 
 class FaceCLIPTextEncode(io.ComfyNode):
@@ -74,4 +69,4 @@ class FaceCLIPTextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, faceclip, text: str) -> io.NodeOutput:
         embeddings, pooled = faceclip.encode_text([text])
-        return io.NodeOutput(as_conditioning(embeddings, pooled))
+        return io.NodeOutput(sdxl_conditioning(embeddings, pooled))

@@ -8,7 +8,7 @@ the memory; every weight sits in an operations layer, so partial loads, --lowvra
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -17,9 +17,10 @@ import torch
 
 from ..faceclip_core import WEIGHT_DTYPES, load_encoder
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu")
+CHUNK_SIZE = 4
 
 
 def weight_dtype(choice: str, load_device: torch.device) -> torch.dtype:
@@ -45,14 +46,13 @@ class FaceCLIPModel:
                                                             offload_device=offload_device)
         self.path = path
 
-    def encode(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """faces [B,3,H,W] in [0,1]; returns (embeddings [B,77,2048], pooled [B,1280]) on the intermediate device."""
+    def encode(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: torch.Tensor,
+               between: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """faces [B,3,H,W] in [0,1] and face_mask [B] on the CPU; returns (embeddings [B,77,2048], pooled [B,1280])
+        on the intermediate device. Chunks of CHUNK_SIZE faces bound the activations' memory."""
         mm.load_models_gpu([self.patcher])
-        embeddings, pooled = self.encoder.encode(faces.to(self.load_device), list(prompts),
-                                                 face_mask.to(self.load_device))
-        out = mm.intermediate_device()
-        return embeddings.to(out, torch.float32), pooled.to(out, torch.float32)
+        return self.encoder.encode(faces, prompts, face_mask, device=self.load_device,
+                                   output_device=mm.intermediate_device(), chunk_size=CHUNK_SIZE, between=between)
 
     def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The face-free path (zero face, no identity prefix), as FaceCLIP encodes its negative prompt."""

@@ -5,8 +5,17 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..faceclip_core.faces import (NO_FACE_POLICIES, SELECTION_POLICIES, FaceSelection, NoFaceError,
-                                   PrepareConfig, PreparedFaces, letterbox_batch, prepare_faces, to_float01)
+from ..faceclip_core.faces import (
+    NO_FACE_POLICIES,
+    SELECTION_POLICIES,
+    FaceSelection,
+    NoFaceError,
+    PrepareConfig,
+    PreparedFaces,
+    letterbox_batch,
+    prepare_faces,
+    to_float01,
+)
 from .progress import progress_callback
 from .types import FaceModels, Faces
 
@@ -19,18 +28,18 @@ def as_image(batch_uint8: np.ndarray) -> torch.Tensor:
 
 
 def picker_payload(prepared: PreparedFaces, cls: type[io.ComfyNode]) -> list[dict]:
-    """Per input image: its faces (detector order = the #numbers on the preview) with saved thumbnails."""
+    """Per input image its PreparedImage.to_dict(), each face numbered (detector order = the #numbers on the
+    preview) and given its saved thumbnail."""
     payload = []
     for im in prepared.images:
         thumbs = []
         if im.thumbnails is not None and len(im.thumbnails):
             thumbs = ui.ImageSaveHelper.save_images(as_image(im.thumbnails), "faceclip_face", io.FolderType.temp,
                                                     cls, compress_level=1)
-        payload.append({
-            "image": im.index, "status": im.status, "chosen": im.chosen, "reason": im.reason,
-            "faces": [{"index": j, "score": round(float(f.score), 3), "box": [round(float(v), 1) for v in f.box],
-                       "thumbnail": dict(thumbs[j]) if thumbs else None} for j, f in enumerate(im.faces)],
-        })
+        entry = im.to_dict()
+        entry["faces"] = [{**face, "index": j, "thumbnail": dict(thumbs[j]) if thumbs else None}
+                          for j, face in enumerate(entry["faces"])]
+        payload.append(entry)
     return payload
 
 

@@ -6,6 +6,7 @@ paths: keep them and add the default models/<name> folder, never replace the ent
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import folder_paths
 
@@ -26,3 +27,12 @@ def register_model_folders() -> None:
         paths, known_ext = folder_paths.folder_names_and_paths.get(name, ([], set()))
         paths = [*paths, *([default] if default not in paths else [])]
         folder_paths.folder_names_and_paths[name] = (paths, set(known_ext) | extensions)
+
+
+def embeddings_dir() -> Path:
+    """Where ID embeddings are written: the first embeddings folder (what ``embedding:name`` reads)."""
+    return Path(folder_paths.get_folder_paths("embeddings")[0])
+
+
+def identity_state_dir() -> Path:
+    return Path(folder_paths.get_folder_paths(IDENTITY_STATE)[0])

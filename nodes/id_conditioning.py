@@ -21,6 +21,7 @@ import comfy.patcher_extension
 import torch
 
 from ..faceclip_core.identity import IdentityError, StageContexts, route
+from .conditioning import sdxl_conditioning
 
 MODEL_COND_KEY = "faceclip_id_stages"  # the keyword the sampler passes to the model call
 VALUE_KEY = "faceclip_id_values"  # the routed values' context, in transformer_options for the attn2 patch
@@ -66,7 +67,7 @@ class StageCond:
 def identity_conditioning(stages: StageContexts, context: torch.Tensor, pooled: torch.Tensor) -> list:
     """CONDITIONING whose rows route through ``stages``; ``context``/``pooled`` are what other consumers see (the
     prompt with the stages' mean tokens, what ``embedding:name`` would give)."""
-    return [[context, {"pooled_output": pooled, "model_conds": {MODEL_COND_KEY: StageCond((stages,))}}]]
+    return sdxl_conditioning(context, pooled, model_conds={MODEL_COND_KEY: StageCond((stages,))})
 
 
 def _route_rows(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):

@@ -6,23 +6,43 @@ The optimisation, the framing of the photos and the run's rules are the core's; 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import comfy.model_management as mm
 import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..faceclip_core.identity import (CLASS_WORDS, FRAMINGS, METHOD_DEFAULTS, METHODS, StageContexts, StepStats,
-                                      TrainingAttention, TrainingProblem, load_embedding, load_state,
-                                      save_embedding, save_state, tokenize_prompt, train_identity, training_images)
+from ..faceclip_core.identity import (
+    CLASS_WORDS,
+    FRAMINGS,
+    METHOD_DEFAULTS,
+    METHODS,
+    StepStats,
+    TrainingAttention,
+    TrainingProblem,
+    encode_stages,
+    load_embedding,
+    load_state,
+    save_embedding,
+    save_state,
+    tokenize_prompt,
+    train_identity,
+    training_images,
+)
 from ..faceclip_core.identity.config import SEFI_ATTENTION_BLOCKS, blocks_text, method_config
 from ..faceclip_core.identity.runs import check_photo_count, run_files
-from .folders import IDENTITY_STATE
+from .folders import embeddings_dir, identity_state_dir
 from .id_conditioning import identity_conditioning, patch_model
-from .progress import progress_callback
-from .sdxl_training import (TRAINING_DTYPES, ComfyDenoiser, check_sdxl, comfy_text_encoder, comfy_tokenizer,
-                            encode_latents, resolve_training_dtype)
+from .progress import training_progress
+from .sdxl_training import (
+    TRAINING_DTYPES,
+    ComfyDenoiser,
+    check_sdxl,
+    comfy_text_encoder,
+    comfy_tokenizer,
+    encode_latents,
+    resolve_training_dtype,
+)
 from .types import Faces, IDEmbeddingType
 
 logger = logging.getLogger(__name__)
@@ -32,14 +52,6 @@ APPLY_MAX_CHUNKS = 8  # Apply's prompt: up to 8 chunks of 75 words' tokens, as l
 
 def _defaults(name: str) -> str:
     return ", ".join(f"{m} {METHOD_DEFAULTS[m][name]}" for m in METHODS)
-
-
-def embeddings_dir() -> Path:
-    return Path(folder_paths.get_folder_paths("embeddings")[0])
-
-
-def state_dir() -> Path:
-    return Path(folder_paths.get_folder_paths(IDENTITY_STATE)[0])
 
 
 class FaceCLIPTrainIDEmbedding(io.ComfyNode):
@@ -138,7 +150,7 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 gradient_checkpointing: bool, training_dtype: str = "auto", framing: str = "head_and_shoulders",
                 class_word: str = "person", num_tokens: int = 0, attention_tokens: str = "all",
                 adapter_scale: float = 0.4, flip: bool = True, micro_batch: int = 0) -> io.NodeOutput:
-        files = run_files(name, embeddings_dir(), state_dir(), resume, overwrite)
+        files = run_files(name, embeddings_dir(), identity_state_dir(), resume, overwrite)
         check_photo_count(len(faces))
         check_sdxl(model)
         precision = resolve_training_dtype(training_dtype, model.load_device)
@@ -176,8 +188,8 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 save_state(files.state, result.state, overwrite=True)
                 logger.info("ID embedding %s saved at step %d of %d", files.name, result.state.step, steps)
 
-            result = train_identity(problem, config, resume=state, progress=_progress(steps, cls.hidden.unique_id),
-                                    on_stop=keep)
+            result = train_identity(problem, config, resume=state, on_stop=keep,
+                                    progress=training_progress(steps, cls.hidden.unique_id))
         keep(result)
         t = config.train
         lines = [f"{files.name}: {config.method}, {result.state.step} steps, lr {t.lr:g}, batch {t.batch_size}, "
@@ -235,33 +247,9 @@ class FaceCLIPApplyIDEmbedding(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, id_embedding, prompt: str) -> io.NodeOutput:
         check_sdxl(model)
-        text = comfy_text_encoder(clip)
         tokens = tokenize_prompt(comfy_tokenizer(clip, APPLY_MAX_CHUNKS), prompt, id_embedding.num_tokens,
                                  max_chunks=APPLY_MAX_CHUNKS)
-        with torch.no_grad():
-            context, pooled = text.encode(tokens, id_embedding.collapsed())
-            keys = [text.encode(tokens, id_embedding.rows(s, 0)) for s in range(id_embedding.stages)]
-            values = [text.encode(tokens, id_embedding.rows(s, 1))[0] for s in range(id_embedding.stages)]
-        inter = mm.intermediate_device()
-        stages = StageContexts(keys=torch.cat([k for k, _ in keys]).to(inter), values=torch.cat(values).to(inter),
-                               pooled=torch.cat([p for _, p in keys]).to(inter),
-                               num_train_timesteps=id_embedding.num_train_timesteps)
-        return io.NodeOutput(patch_model(model), identity_conditioning(stages, context.to(inter), pooled.to(inter)))
+        context, pooled, stages = encode_stages(comfy_text_encoder(clip), tokens, id_embedding,
+                                                mm.intermediate_device())
+        return io.NodeOutput(patch_model(model), identity_conditioning(stages, context, pooled))
 
-
-def _progress(total: int, node_id):
-    """Progress bar + interrupt check, and the loss terms in the node's text and the log."""
-    step = progress_callback(total)
-    try:
-        from server import PromptServer
-    except ImportError:  # pragma: no cover - always there inside ComfyUI
-        PromptServer = None
-
-    def update(done: int, of: int, stats: StepStats) -> None:
-        if PromptServer is not None and node_id is not None:
-            PromptServer.instance.send_progress_text(f"step {done}/{of}  {stats.text()}", node_id)
-        if done == of or done % 10 == 0 or done == 1:
-            logger.info("ID embedding step %d/%d  %s", done, of, stats.text())
-        step(done, of)
-
-    return update

@@ -12,12 +12,12 @@ import comfy.model_management as mm
 import torch
 import torch.utils.checkpoint
 
+from ..faceclip_core.dtypes import WEIGHT_DTYPES
 from ..faceclip_core.identity import CLIPStack, IdentityError, SDXLTextEncoder
 
 logger = logging.getLogger(__name__)
 
 TRAINING_DTYPES = ("auto", "bf16", "fp16", "fp32")
-_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_training_dtype(choice: str, device: torch.device) -> str:
@@ -96,7 +96,7 @@ class ComfyDenoiser:
                  ) -> None:
         check_sdxl(patcher)
         # what ComfyUI's own trainer does: the model's layers cast their weights to this dtype as they run
-        patcher.set_model_compute_dtype(_TORCH_DTYPES[precision])
+        patcher.set_model_compute_dtype(WEIGHT_DTYPES[precision])
         mm.load_models_gpu([patcher])
         # ComfyUI's chunked attention kernels size their chunks by the free memory at the time, so the same step
         # could compute differently from run to run (and a checkpointed block differently in its recomputation);

@@ -7,8 +7,16 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..faceclip_core.faces import (FaceSelection, PrepareConfig, annotate_faces, letterbox_batch, prepare_faces,
-                                   similarity_to_reference, to_rgb_uint8)
+from ..faceclip_core.faces import (
+    FaceSelection,
+    PrepareConfig,
+    annotate_faces,
+    letterbox_batch,
+    prepare_faces,
+    similarity_to_reference,
+    split_images,
+    to_rgb_uint8,
+)
 from .faces import as_image
 from .progress import progress_callback
 from .types import FaceModels, Faces
@@ -39,15 +47,17 @@ class FaceCLIPFaceSimilarity(io.ComfyNode):
     @classmethod
     def execute(cls, face_models, reference, images: torch.Tensor) -> io.NodeOutput:
         recognizer = face_models.require_recognizer()
-        generated = prepare_faces(images, face_models.detector, recognizer=recognizer,
+        # converted once: the detector and the annotated pictures use the same RGB arrays
+        photos = [to_rgb_uint8(image, index=i) for i, image in enumerate(split_images(images))]
+        generated = prepare_faces(photos, face_models.detector, recognizer=recognizer,
                                   config=PrepareConfig(selection=FaceSelection("largest"), on_no_face="text_only",
                                                        detection=face_models.detection, annotate=False),
                                   progress=progress_callback(images.shape[0]))
         scores = similarity_to_reference(reference, generated, recognizer)
         pictures = []
-        for im, score in zip(generated.images, scores):
+        for im, score in zip(generated.images, scores, strict=True):
             label = "no face found" if math.isnan(float(score)) else f"similarity {float(score):.3f}"
-            pictures.append(annotate_faces(to_rgb_uint8(images[im.index]), im.faces, im.chosen, message=label))
+            pictures.append(annotate_faces(photos[im.index], im.faces, im.chosen, message=label))
         found = scores[~np.isnan(scores)]
         mean = float(found.mean()) if len(found) else 0.0
         annotated = as_image(letterbox_batch(pictures))

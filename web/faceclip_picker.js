@@ -89,7 +89,7 @@ function render(node) {
     const label = document.createElement("div");
     label.className = "faceclip-picker-label";
     const n = image.faces?.length ?? 0;
-    label.textContent = `Photo ${image.image + 1}: ` + (image.status === "ok"
+    label.textContent = `Photo ${image.index + 1}: ` + (image.status === "ok"
       ? `${n} face${n === 1 ? "" : "s"}, using #${image.chosen}`
       : `${image.status}${image.reason ? ` (${image.reason})` : ""}`);
     label.title = label.textContent;
@@ -101,7 +101,7 @@ function render(node) {
       button.className = "faceclip-picker-face";
       button.classList.toggle("faceclip-used", face.index === image.chosen);
       button.classList.toggle("faceclip-picked", face.index === picked);
-      button.dataset.image = String(image.image);
+      button.dataset.image = String(image.index);
       button.dataset.index = String(face.index);
       button.title = `Face #${face.index}, score ${Number(face.score).toFixed(2)}: click to use it`;
       if (face.thumbnail) {

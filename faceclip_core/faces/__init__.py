@@ -13,19 +13,31 @@ Typical use::
 """
 from __future__ import annotations
 
-from .align import (ARCFACE_TEMPLATE_112, FACECLIP_FACE_SIZE, align_face, alignment_matrix,
-                    estimate_similarity, template_landmarks, transform_points)
-from .face_models import FaceModels, load_face_models, reference_embedding, similarity_to_reference
+from .align import (
+                    ARCFACE_TEMPLATE_112,
+                    FACECLIP_FACE_SIZE,
+                    align_face,
+                    alignment_matrix,
+                    estimate_similarity,
+                    template_landmarks,
+                    transform_points,
+)
 from .annotate import annotate_faces, face_thumbnails, letterbox_batch
-from .detect import (DetectedFace, DetectionConfig, DetectionResult, FaceDetector,
-                     detect_faces, load_detector_file, load_face_detector)
+from .detect import (
+                    DetectedFace,
+                    DetectionConfig,
+                    DetectionResult,
+                    FaceDetector,
+                    detect_faces,
+                    load_detector_file,
+                    load_face_detector,
+)
 from .errors import FaceError, FaceInputError, FaceModelError, NoFaceError
+from .face_models import FaceModels, load_face_models, reference_embedding, similarity_to_reference
 from .framing import FRAMINGS, frame_face, framing_matrix
 from .images import split_images, to_float01, to_rgb_uint8
-from .model_packs import (PROVIDER_CHOICES, ModelPack, find_model_pack, inspect_onnx,
-                     list_model_packs, resolve_providers)
-from .prepare import (NO_FACE_POLICIES, PreparedFaces, PreparedImage, PrepareConfig,
-                      prepare_faces)
+from .model_packs import PROVIDER_CHOICES, ModelPack, find_model_pack, inspect_onnx, list_model_packs, resolve_providers
+from .prepare import NO_FACE_POLICIES, PrepareConfig, PreparedFaces, PreparedImage, prepare_faces
 from .recognize import FaceRecognizer, load_face_recognizer, load_recognizer_file, mean_identity
 from .select import SELECTION_POLICIES, FaceSelection, order_faces, select_face
 

@@ -2,7 +2,7 @@
 see which face was used (and which index to ask for) without guessing."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def annotate_faces(image_rgb: np.ndarray, faces: Sequence[DetectedFace],
         thick = unit * (3 if i == chosen else 1)
         x1, y1, x2, y2 = (int(round(v * f)) for v in face.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
-        for (px, py), c in zip(face.landmarks, LANDMARK_COLORS):
+        for (px, py), c in zip(face.landmarks, LANDMARK_COLORS, strict=True):
             cv2.circle(out, (int(round(px * f)), int(round(py * f))), max(1, unit + 1), c, -1,
                        cv2.LINE_AA)
         label = f"#{i} {face.score:.2f}"

@@ -17,16 +17,16 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import FaceInputError, FaceModelError
 from .images import to_rgb_uint8
-from .model_packs import (ModelPack, find_model_pack, import_insightface_model_zoo,
-                     make_session, resolve_providers)
+from .model_packs import ModelPack, find_model_pack, import_insightface_model_zoo, make_session, resolve_providers
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class FaceDetector:
             # back to full resolution (plain scaling, as insightface maps its own resize)
             sx, sy = w / work.shape[1], h / work.shape[0]
             faces = []
-            for det, kps in zip(dets, kpss):
+            for det, kps in zip(dets, kpss, strict=True):
                 box = (float(det[0] * sx), float(det[1] * sy),
                        float(det[2] * sx), float(det[3] * sy))
                 lm = (kps * np.array([sx, sy], np.float32)).astype(np.float32)

@@ -40,7 +40,7 @@ def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2
                      det_size: int = 640) -> FaceModels:
     """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``; the pack is found
     and its files inspected once."""
-    info = find_model_pack(roots, pack)
+    info = find_model_pack(roots, pack, with_recognizer=True)
     detector = load_detector_file(info.detector, provider, pack=info)
     recognizer = load_recognizer_file(info.recognizer, provider, pack=info) if info.recognizer else None
     if recognizer is None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from .errors import FaceModelError
 
@@ -219,8 +220,8 @@ def _candidate_folders(roots: Sequence[str | os.PathLike], pack: str) -> list[Pa
 
 
 def find_model_pack(roots: Sequence[str | os.PathLike], pack: str = "antelopev2",
-                    *, need_recognizer: bool = False) -> ModelPack:
-    """Locate ``pack`` under any of ``roots`` and identify its detector / recognizer.
+                    *, with_recognizer: bool = False) -> ModelPack:
+    """Locate ``pack`` under any of ``roots`` and identify its detector (and, ``with_recognizer``, its recognizer).
 
     Raises FaceModelError naming every folder searched and the files expected when no
     folder holds a usable detector (missing pack, wrong nesting, a broken download,
@@ -253,7 +254,7 @@ def find_model_pack(roots: Sequence[str | os.PathLike], pack: str = "antelopev2"
                             "usable face detector")
             continue
         recognizer = None
-        if need_recognizer:
+        if with_recognizer:
             recognizer = _find_recognizer(folder, onnx_files, detector, problems)
         logger.info("face model pack %r: %s (detector %s, recognizer %s)", pack, folder,
                     detector.name, recognizer.name if recognizer else None)

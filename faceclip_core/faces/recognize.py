@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .align import align_face
 from .errors import FaceInputError, FaceModelError
-from .model_packs import (ModelPack, find_model_pack, import_insightface_model_zoo, make_session,
-                     resolve_providers)
+from .model_packs import ModelPack, find_model_pack, import_insightface_model_zoo, make_session, resolve_providers
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def load_face_recognizer(roots: Sequence[str | os.PathLike] | str | os.PathLike,
     """Load the ArcFace model of ``pack`` (see load_face_detector for roots/provider).
     Raises FaceModelError when the pack has no recognizer."""
     info = find_model_pack(roots if not isinstance(roots, (str, os.PathLike)) else [roots],
-                           pack, need_recognizer=True)
+                           pack, with_recognizer=True)
     if info.recognizer is None:
         raise FaceModelError(
             f"model pack {pack!r} in {info.folder} has no ArcFace recognition model "

@@ -6,8 +6,9 @@ control, so the policy is explicit: an ordering plus an index into it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from .detect import DetectedFace
 

@@ -9,16 +9,24 @@ and ``files`` (the learned tokens and their safetensors files).
 from __future__ import annotations
 
 from .attention import AlignmentPlan, TrainingAttention, alignment_plan
-from .config import (CLASS_WORDS, METHOD_DEFAULTS, METHODS, PRECISIONS, IDEAConfig, MethodConfig, SeFiConfig,
-                     TrainConfig, method_default)
+from .config import (
+                     CLASS_WORDS,
+                     METHOD_DEFAULTS,
+                     METHODS,
+                     PRECISIONS,
+                     IDEAConfig,
+                     MethodConfig,
+                     SeFiConfig,
+                     TrainConfig,
+                     method_default,
+)
 from .data import FRAMINGS, TrainingImages, training_images
 from .embedding import IDEmbedding
 from .errors import IdentityError, IdentityFileError
 from .files import TrainState, load_embedding, load_state, save_embedding, save_state
-from .loop import (Denoiser, StepStats, TrainingProblem, TrainResult, anchor_words, token_gradients,
-                   train_identity)
+from .loop import Denoiser, StepStats, TrainingProblem, TrainResult, anchor_words, token_gradients, train_identity
 from .prompts import PromptTokens, tokenize_prompt
-from .routing import StageContexts, route, stage_index
+from .routing import StageContexts, encode_stages, route, stage_index
 from .text import CLIPStack, SDXLTextEncoder
 
 __all__ = [
@@ -26,6 +34,6 @@ __all__ = [
     "Denoiser", "IDEAConfig", "IDEmbedding", "IdentityError", "IdentityFileError", "MethodConfig", "PromptTokens",
     "SDXLTextEncoder", "SeFiConfig", "StageContexts", "StepStats", "TrainConfig", "TrainResult", "TrainState",
     "TrainingAttention", "TrainingImages", "TrainingProblem", "alignment_plan", "anchor_words", "load_embedding",
-    "load_state", "method_default", "route", "save_embedding", "save_state", "stage_index",
+    "encode_stages", "load_state", "method_default", "route", "save_embedding", "save_state", "stage_index",
     "token_gradients", "tokenize_prompt", "train_identity", "training_images",
 ]

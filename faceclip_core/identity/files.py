@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from ..atomic import atomic_path
 from .embedding import FORMAT, IDEmbedding
 from .errors import IdentityFileError
 from .text import ENCODERS
@@ -29,22 +29,15 @@ from .text import ENCODERS
 STATE_FORMAT = "faceclip-id-train-state/2"
 
 
-def write_atomic(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+def _save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
                  overwrite: bool) -> Path:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise IdentityFileError(f"{path} exists already. Choose another name, or allow overwriting.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Save ``tensors`` as safetensors at ``path``; readers never see half a file (see atomic_path)."""
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=dict(metadata))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        with atomic_path(path, overwrite) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=dict(metadata))
+    except FileExistsError:
+        raise IdentityFileError(f"{path} exists already. Choose another name, or allow overwriting.") from None
+    return Path(path)
 
 
 def save_embedding(path: str | os.PathLike, embedding: IDEmbedding, overwrite: bool = False) -> Path:
@@ -55,7 +48,7 @@ def save_embedding(path: str | os.PathLike, embedding: IDEmbedding, overwrite: b
     metadata = {"format": FORMAT, "method": emb.method, "stages": str(emb.stages), "parts": str(emb.parts),
                 "num_tokens": str(emb.num_tokens), "num_train_timesteps": str(emb.num_train_timesteps),
                 **{f"meta.{k}": str(v) for k, v in emb.metadata.items()}}
-    return write_atomic(path, tensors, metadata, overwrite)
+    return _save_tensors(path, tensors, metadata, overwrite)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -120,7 +113,7 @@ def save_state(path: str | os.PathLike, state: TrainState, overwrite: bool = Tru
     metadata = {"format": STATE_FORMAT, "step": str(state.step), "config": json.dumps(state.config),
                 "optimizer": json.dumps(opt_meta), "history": json.dumps(state.history),
                 "scaler": json.dumps(state.scaler)}
-    return write_atomic(path, tensors, metadata, overwrite)
+    return _save_tensors(path, tensors, metadata, overwrite)
 
 
 def load_state(path: str | os.PathLike) -> TrainState:

@@ -196,8 +196,8 @@ def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepa
     anchor = _cross_init(problem, _anchor_rows(problem, c.anchor_names, c.num_tokens))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the enhancer/adapter init depends on the seed only
-        params = IDEAParams(anchor, torch.as_tensor(problem.face, dtype=torch.float32), c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer,
-                            c.adapter_fade)
+        face = torch.as_tensor(problem.face, dtype=torch.float32)
+        params = IDEAParams(anchor, face, c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer, c.adapter_fade)
     return _Prepared(params.to(problem.device), prompts, [], [])
 
 

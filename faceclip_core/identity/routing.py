@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import IdentityError
+
+if TYPE_CHECKING:
+    from .embedding import IDEmbedding
+    from .prompts import PromptTokens
+    from .text import SDXLTextEncoder
 
 
 def stage_index(timesteps: torch.Tensor, stages: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -103,3 +109,18 @@ def route(context: torch.Tensor, y: torch.Tensor | None, timesteps: torch.Tensor
             width = pooled.shape[-1]
             y_out[b, :width] = pooled[s].to(y_out.dtype)
     return keys, values, y_out
+
+
+@torch.no_grad()
+def encode_stages(text: SDXLTextEncoder, tokens: PromptTokens, embedding: IDEmbedding, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, StageContexts]:
+    """An identity's prompt, encoded for sampling: the (context, pooled) other consumers see (the stages' mean
+    tokens, what ``embedding:name`` gives) and the per-stage keys/values/pooled that ``route`` uses, on
+    ``device``."""
+    context, pooled = text.encode(tokens, embedding.collapsed())
+    keys = [text.encode(tokens, embedding.rows(s, 0)) for s in range(embedding.stages)]
+    values = [text.encode(tokens, embedding.rows(s, 1))[0] for s in range(embedding.stages)]
+    stages = StageContexts(keys=torch.cat([k for k, _ in keys]).to(device), values=torch.cat(values).to(device),
+                           pooled=torch.cat([p for _, p in keys]).to(device),
+                           num_train_timesteps=embedding.num_train_timesteps)
+    return context.to(device), pooled.to(device), stages

@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 import faceclip_core
 from faceclip_core import safetensors_io
 from faceclip_core.convert import ENCODER, UNET, ConvertError, convert, detect_kind, main
-
 from tests.core._encoder_fixture import case_inputs, cases, fixture_state_dict, max_abs
 
 REPO = Path(__file__).resolve().parents[2]

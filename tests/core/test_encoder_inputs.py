@@ -8,7 +8,6 @@ import torch
 
 import faceclip_core
 from faceclip_core import FaceCLIPError, FaceCLIPInputError
-
 from tests.core._encoder_fixture import fixture_state_dict
 
 
@@ -29,11 +28,13 @@ def test_good_call_any_size(enc):
 
 
 def test_mask_as_list_and_faces_in_other_float_dtypes(enc):
-    ref = enc.encode(_faces(), ["x"], torch.tensor([True]))
-    for faces in (_faces().double(), _faces().half().float(), _faces().to(torch.bfloat16)):
-        emb, _ = enc.encode(faces, ["x"], [True])
-        assert emb.shape == ref[0].shape
-    assert torch.equal(enc.encode(_faces(), ["x"], [True])[0], ref[0])
+    ref = enc.encode(_faces(), ["x"], torch.tensor([True]))[0]
+    assert torch.equal(enc.encode(_faces().double(), ["x"], [True])[0], ref)  # fp32 values carried in fp64
+    other_face = (enc.encode(torch.rand(1, 3, 64, 48), ["x"], [True])[0] - ref).abs().max()
+    for dtype in (torch.float16, torch.bfloat16):
+        # the pixels' rounding moves the output far less than another face does
+        diff = (enc.encode(_faces().to(dtype), ["x"], [True])[0] - ref).abs().max()
+        assert diff < 0.01 * other_face, (dtype, float(diff), float(other_face))
 
 
 @pytest.mark.parametrize("faces,match", [

@@ -10,7 +10,6 @@ from safetensors.torch import save_file
 import faceclip_core
 from faceclip_core import FaceCLIPStateDictError, FaceCLIPWeightsError
 from faceclip_core.loader import face_encoders_identical
-
 from tests.core._encoder_fixture import case_inputs, cases, fixture_state_dict, max_abs
 
 TOL = 1e-4

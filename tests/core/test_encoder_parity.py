@@ -1,4 +1,5 @@
-"""Parity of faceclip_core's encoder with the official FaceCLIP implementation (fixture: tests/fixtures/faceclip_parity).
+"""Parity of faceclip_core's encoder with the official FaceCLIP implementation
+(fixture: tests/fixtures/faceclip_parity).
 
 fp32 must match every recorded intermediate within 1e-4 absolute. bf16 / fp16 weights are checked against the same
 fp32 golden values with tolerances measured on this fixture (see BF16_TOL / FP16_TOL).
@@ -11,12 +12,20 @@ import pytest
 import torch
 
 import faceclip_core
-from faceclip_core.encoder import default_config
 from faceclip_core.checkpoint_layout import official_layout
+from faceclip_core.encoder import default_config
 from faceclip_core.layers import DEFAULT_OPERATIONS
 from faceclip_core.loader import build_meta, infer_config
-
-from tests.core._encoder_fixture import BRANCH, CASES, FLOAT_FIELDS, KEY_LIST, case_inputs, cases, fixture_state_dict, max_abs
+from tests.core._encoder_fixture import (
+    BRANCH,
+    CASES,
+    FLOAT_FIELDS,
+    KEY_LIST,
+    case_inputs,
+    cases,
+    fixture_state_dict,
+    max_abs,
+)
 
 FP32_TOL = 1e-4
 # Measured on this fixture (torch 2.13 CPU): worst max-abs error over all cases and fields was 0.051 for bf16 and

@@ -4,18 +4,22 @@ insightface's own norm_crop and against known similarity transforms."""
 from __future__ import annotations
 
 import math
-import time
 
 import cv2
 import numpy as np
 import pytest
 from insightface.utils import face_align
 
-from faceclip_core.faces import (ARCFACE_TEMPLATE_112, FaceInputError, align_face,
-                                 alignment_matrix, estimate_similarity, template_landmarks,
-                                 transform_points)
-from tests.support.fake_insightface import (ASTRONAUT_KPS, T1_KPS, astronaut_rgb,
-                                            insightface_image_rgb)
+from faceclip_core.faces import (
+    ARCFACE_TEMPLATE_112,
+    FaceInputError,
+    align_face,
+    alignment_matrix,
+    estimate_similarity,
+    template_landmarks,
+    transform_points,
+)
+from tests.harness.fake_insightface import ASTRONAUT_KPS, T1_KPS, astronaut_rgb, insightface_image_rgb
 
 
 @pytest.fixture(scope="module")
@@ -168,18 +172,6 @@ def test_channel_order_is_kept(astronaut):
     rgb = align_face(astronaut, ASTRONAUT_KPS, 448)
     bgr = align_face(np.ascontiguousarray(astronaut[..., ::-1]), ASTRONAUT_KPS, 448)
     np.testing.assert_array_equal(rgb, bgr[..., ::-1])
-
-
-def test_alignment_costs_a_few_milliseconds():
-    img = np.random.default_rng(1).integers(0, 255, (4096, 4096, 3), np.uint8)
-    kps = ASTRONAUT_KPS * 6
-    align_face(img, kps, 448)
-    times = []
-    for _ in range(15):
-        t0 = time.perf_counter()
-        align_face(img, kps, 448)
-        times.append(time.perf_counter() - t0)
-    assert float(np.median(times)) < 0.010, times  # typically ~1-2 ms
 
 
 def test_antialias_removes_moire_for_huge_faces():

@@ -4,18 +4,27 @@ models whose faces the tests place."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from faceclip_core.faces import (DetectionConfig, FaceInputError, FaceSelection, NoFaceError,
-                                 PrepareConfig, align_face, load_face_detector,
-                                 load_face_recognizer, mean_identity, prepare_faces, split_images,
-                                 to_rgb_uint8)
+from faceclip_core.faces import (
+    DetectionConfig,
+    FaceInputError,
+    FaceSelection,
+    NoFaceError,
+    PrepareConfig,
+    align_face,
+    load_face_detector,
+    load_face_recognizer,
+    mean_identity,
+    prepare_faces,
+    split_images,
+    to_rgb_uint8,
+)
 from faceclip_core.faces.annotate import CHOSEN_COLOR, NO_FACE_COLOR, OTHER_COLOR
-from tests.support.fake_insightface import MarkerFace, astronaut_rgb, make_pack, scene
+from tests.harness.fake_insightface import MarkerFace, astronaut_rgb, make_pack, scene
 
 # A group photo with known answers: A is the largest (bottom left, low score), B the most
 # confident (small, top middle), C in between (right).
@@ -261,24 +270,19 @@ def test_8k_image_is_downscaled_for_detection_and_cropped_at_full_resolution(det
     face = MarkerFace((3000, 2000, 4800, 4200), 0.9)
     img = scene(7680, 7680, [face])
     cfg = PrepareConfig(detection=DetectionConfig(det_sizes=(640,)))
-    t0 = time.perf_counter()
     p = prepare_faces(img, det, config=cfg)
-    elapsed = time.perf_counter() - t0
     im = p.images[0]
     assert im.det_size == 640 and im.image_size == (7680, 7680)
     np.testing.assert_allclose(im.face.box, face.box, atol=7680 / 640 + 1)  # 12 px per det px
     # the crop comes from the full-resolution image: a 1800 px face fills the 448 crop
     assert p.crops[0].shape == (448, 448, 3)
     assert im.annotated.shape == (1024, 1024, 3)  # previews are shrunk
-    assert elapsed < 3.0, elapsed
 
 
-def test_huge_float_tensor_is_fast_enough(det):
+def test_huge_float_tensor_is_prepared(det):  # its speed: bench/faces.py (prepare_float_tensor_s)
     face = MarkerFace((1000, 1000, 2600, 2800), 0.9)
     img = torch.from_numpy(scene(4096, 4096, [face])).float().div_(255)[None]
-    t0 = time.perf_counter()
     p = prepare_faces(img, det)
-    assert time.perf_counter() - t0 < 3.0
     np.testing.assert_allclose(chosen_box(p), face.box, atol=4096 / 640 + 1)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from faceclip_core.faces import align_face, frame_face, framing_matrix, load_face_detector, prepare_faces
 from faceclip_core.identity import training_images
-from tests.support.fake_insightface import MarkerFace, expected_landmarks, make_pack, scene
+from tests.harness.fake_insightface import MarkerFace, expected_landmarks, make_pack, scene
 
 FACE = MarkerFace((400, 300, 520, 440), 0.9)  # 120x140 px in a 1200x1000 photo
 

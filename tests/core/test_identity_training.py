@@ -8,10 +8,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceclip_core.identity import (IDEAConfig, IdentityError, IdentityFileError, MethodConfig, SeFiConfig,
-                                    TrainConfig, alignment_plan, anchor_words, load_embedding, load_state,
-                                    save_embedding, save_state, stage_index, token_gradients, tokenize_prompt,
-                                    train_identity)
+from faceclip_core.identity import (
+    IDEAConfig,
+    IdentityError,
+    IdentityFileError,
+    MethodConfig,
+    SeFiConfig,
+    TrainConfig,
+    alignment_plan,
+    anchor_words,
+    load_embedding,
+    load_state,
+    save_embedding,
+    save_state,
+    stage_index,
+    token_gradients,
+    tokenize_prompt,
+    train_identity,
+)
 from faceclip_core.identity.config import IDEA_TEMPLATES, METHOD_DEFAULTS, method_default
 from faceclip_core.identity.losses import denoising_loss
 from faceclip_core.identity.params import IDEAParams
@@ -55,7 +69,7 @@ def held_out_loss(prob, embedding, method: str) -> float:
 
 # ID-EA starts at the cross-initialised anchor and spends early steps on its training-only adapter, so its tokens
 # improve more slowly on the tiny model
-@pytest.mark.parametrize(("method", "factor"), [("SeFi-IDE", 0.9), ("ID-EA", 0.97)])
+@pytest.mark.parametrize(("method", "factor"), [("SeFi-IDE", 0.9), ("ID-EA", 0.95)])
 def test_a_few_steps_reduce_the_loss_of_the_learned_tokens(method, factor):
     prob = problem(method)
     before = train_identity(prob, config(method, 1, lr=1e-9)).embedding  # ~ the initial tokens

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 ComfyOwned = {"torch", "torchvision", "torchaudio", "torchsde"}

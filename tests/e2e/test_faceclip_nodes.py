@@ -10,7 +10,7 @@ from PIL import Image
 
 from faceclip_headless.client import ComfyClient
 from tests.e2e.graphs import face_graph, shapes
-from tests.support.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene
 
 BIG, SMALL = MarkerFace((40, 60, 140, 180), 0.8), MarkerFace((200, 40, 240, 90), 0.95)
 
@@ -196,7 +196,7 @@ def test_face_similarity_scores_likeness_per_image(client, photos):
 
 
 def test_face_similarity_without_a_recognizer_says_what_is_needed(client, photos, comfy_base):
-    from tests.support.fake_insightface import make_pack
+    from tests.harness.fake_insightface import make_pack
 
     pack = make_pack(comfy_base / "models" / "insightface" / "detector_only", "antelopev2", recognizer=False)
     try:

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from faceclip_core.identity import IDEmbedding, save_embedding
 from faceclip_headless.client import ComfyClient
 from tests.e2e.conftest import UNET_NAME, VAE_NAME
+from tests.harness.fake_insightface import MarkerFace, scene
 from tests.harness.sdxl_clip import CLIP_G_NAME, CLIP_L_NAME, write
-from tests.support.fake_insightface import MarkerFace, scene
 
 PROMPT = "a photo of embedding:{name} person"
 # more than 75 tokens: ComfyUI makes it two 77-token chunks (154 tokens)

@@ -1,6 +1,7 @@
 """The README's main-job command: it checks every model before any work and says honestly what it cannot do."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, comfyui_dir
-from tests.support.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene
 
 MODEL_FILES = {
     "faceclip": "faceclip_sdxl_encoder.safetensors",
@@ -85,6 +86,9 @@ def test_portrait_through_a_running_server(comfy_server, tmp_path):
     assert r.returncode == 0, r.stderr
     assert_png(out, (64, 64))
     assert f"Wrote {out}" in r.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file for the user, not a private temp file
 
 
 def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
@@ -96,7 +100,7 @@ def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
     out = tmp_path / "portrait.png"
     r = run_main_job("--face", str(face_photo(tmp_path)), "--prompt", "A man in a grey coat", "--out", str(out),
                      "--comfyui", str(comfyui_dir()), "--extra-model-paths-config", str(yaml), "--steps", "2",
-                     "--width", "64", "--height", "96", timeout=300)
+                     "--width", "64", "--height", "96", "--cpu", timeout=300)
     assert r.returncode == 0, r.stderr
     assert_png(out, (64, 96))
 
@@ -110,6 +114,15 @@ def test_a_photo_without_a_face_is_reported(comfy_server, tmp_path):
     assert r.returncode == 1
     assert "no face found" in r.stderr
     assert not out.exists()
+
+
+def test_the_test_environment_is_never_used_as_the_users_comfyui(photo, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    r = subprocess.run([sys.executable, "-m", "faceclip_headless", "--face", str(photo), "--prompt", "A woman",
+                        "--out", str(tmp_path / "p.png")], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert r.returncode == 2, r.stderr
+    assert "No ComfyUI found" in r.stderr and "--comfyui" in r.stderr
 
 
 def test_refuses_to_overwrite_an_existing_output(photo, tmp_path):

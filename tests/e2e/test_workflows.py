@@ -8,7 +8,7 @@ from PIL import Image
 
 from faceclip_headless.workflow import find_nodes, to_api
 from tests.conftest import REPO
-from tests.support.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 

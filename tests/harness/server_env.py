@@ -14,8 +14,8 @@ from pathlib import Path
 from faceclip_headless.model_files import MAIN_JOB_MODELS
 from faceclip_headless.server import ServerConfig
 from tests.harness import tiny_faceclip
+from tests.harness.fake_insightface import make_pack
 from tests.harness.tiny_models import UNET_NAME, VAE_NAME
-from tests.support.fake_insightface import make_pack
 
 HARNESS = Path(__file__).resolve().parent
 REPO = HARNESS.parents[1]
@@ -49,7 +49,7 @@ def server_config(base: Path, comfyui_dir: Path, mount: Path) -> ServerConfig:
     extra_paths.write_text(f"faceclip_tests:\n    custom_nodes: {mount}\n")
     return ServerConfig(
         comfyui_dir=comfyui_dir, base_directory=base, extra_model_paths=[extra_paths], python=sys.executable,
-        launcher=[str(HARNESS / "launch_comfyui.py")], env={"HOME": str(base / "home")},
+        env={"HOME": str(base / "home")},
         log_path=base / "comfyui.log",
         # ComfyUI computes text encoders in fp32 on every device; on the CPU it stores them in fp16 and casts every
         # weight at every call, which is most of a CLIP encode here. The test weights are fp16 values, so storing

@@ -47,11 +47,7 @@ def _random_like(shapes: dict, seed: int):
 
 
 def write(comfy_dir: str, models_dir: str, seed: int = 0) -> dict[str, str]:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import cpu_shims
-
-    cpu_shims.install()
-    sys.path.insert(0, os.path.abspath(comfy_dir))
+    sys.path.insert(0, os.path.abspath(comfy_dir))  # the test venv's CPU shims are installed at start-up
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: no accelerator probing

@@ -22,7 +22,7 @@ from PIL import Image
 
 from faceclip_headless.client import ComfyClient
 from tests.conftest import REPO, TEST_ENV
-from tests.support.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene
 
 BRIDGE = Path(__file__).with_name("bridge.cjs")
 NODE_MODULES = TEST_ENV / "node" / "node_modules"

@@ -18,8 +18,10 @@ class ConditioningShapes(io.ComfyNode):
     def execute(cls, conditioning) -> io.NodeOutput:
         report = []
         for tensor, extras in conditioning:
-            report.append({"shape": list(tensor.shape), "dtype": str(tensor.dtype), "finite": bool(tensor.isfinite().all()),
-                           "extras": {k: list(v.shape) if hasattr(v, "shape") else repr(v) for k, v in extras.items()}})
+            report.append({"shape": list(tensor.shape), "dtype": str(tensor.dtype),
+                           "finite": bool(tensor.isfinite().all()),
+                           "extras": {k: list(v.shape) if hasattr(v, "shape") else repr(v)
+                                      for k, v in extras.items()}})
         return io.NodeOutput(conditioning, ui={"conditioning": report})
 
 
@@ -102,8 +104,9 @@ class ProbeSample(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, steps: int, cfg: float) -> io.NodeOutput:
         import comfy.patcher_extension
-        import nodes
         import torch
+
+        import nodes
 
         records, model_calls = [], []
 
@@ -216,6 +219,7 @@ class SDXLParts(io.ComfyNode):
         from pathlib import Path
 
         import folder_paths
+
         import nodes
 
         harness = Path(__file__).resolve().parents[2]
@@ -240,6 +244,7 @@ class DynamicFaceCLIPLoader(io.ComfyNode):
     @classmethod
     def execute(cls, encoder_name: str) -> io.NodeOutput:
         import comfy.model_patcher
+
         import nodes
 
         _allow_dynamic_patcher_on_cpu()
@@ -311,10 +316,51 @@ class PartialLoadEncode(io.ComfyNode):
         return io.NodeOutput(ui={"state": [state]})
 
 
+class LoadedModels(io.ComfyNode):
+    """Passes a LATENT through (wire it between KSampler and VAEDecode) and reports what the model manager holds at
+    that point: per loaded model its patcher class, model class, size and loaded bytes, and whether it is the given
+    FACECLIP's or a diffusion model; the FACECLIP's own state (held or not, loaded bytes) and the device's memory."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_LoadedModels", category="testing",
+                         inputs=[io.Latent.Input("latent"), io.Custom("FACECLIP").Input("faceclip", optional=True)],
+                         outputs=[io.Latent.Output()], is_output_node=True)
+
+    @classmethod
+    def execute(cls, latent, faceclip=None) -> io.NodeOutput:
+        import comfy.model_base
+        import comfy.model_management as mm
+        import torch
+
+        patcher = None if faceclip is None else faceclip.patcher
+        device = mm.get_torch_device()
+        models = []
+        for loaded in mm.current_loaded_models:
+            model = loaded.model
+            if model is None:
+                continue
+            models.append({"patcher": type(model).__name__, "model": type(model.model).__name__,
+                           "faceclip": model is patcher,
+                           "diffusion": isinstance(model.model, comfy.model_base.BaseModel),
+                           "dynamic": model.is_dynamic(), "size": model.model_size(), "loaded": model.loaded_size(),
+                           "device": str(loaded.device)})
+        state = {"device": str(device), "models": models, "faceclip": None,
+                 "free_bytes": int(mm.get_free_memory(device)), "total_bytes": int(mm.get_total_memory(device)),
+                 "allocated_bytes": int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else None}
+        if patcher is not None:
+            state["faceclip"] = {"patcher": type(patcher).__name__, "dynamic": patcher.is_dynamic(),
+                                 "load_device": str(patcher.load_device), "size": patcher.model_size(),
+                                 "loaded": patcher.loaded_size(),
+                                 "held": any(m.model is patcher for m in mm.current_loaded_models)}
+        return io.NodeOutput(latent, ui={"loaded_models": [state]})
+
+
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts,
-                SaveStageContexts, DynamicUNETLoader, DynamicFaceCLIPLoader, ModelManagerState, PartialLoadEncode]
+                SaveStageContexts, DynamicUNETLoader, DynamicFaceCLIPLoader, ModelManagerState, PartialLoadEncode,
+                LoadedModels]
 
 
 async def comfy_entrypoint() -> TestingExtension:

@@ -31,9 +31,9 @@ Nothing here is downloaded; files are written where the caller says (a pytest tm
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
