@@ -41,3 +41,21 @@ class FaceCLIPStateDictError(FaceCLIPError):
 
 class FaceCLIPInputError(FaceCLIPError):
     """Bad arguments to ``encode``/``tokenize``: shapes, value ranges, batch sizes, prompt types."""
+
+
+class MissingPackageError(FaceCLIPError, ImportError):
+    """A package the pack needs for this step is not installed in ComfyUI's Python."""
+
+
+def require(module: str, pip_spec: str, purpose: str):
+    """Import ``module``, or raise MissingPackageError naming the exact install command. The pack itself loads
+    without it: only the step that needs it fails."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # a broken native library raises more than ImportError
+        raise MissingPackageError(
+            f"{purpose} needs the Python package {pip_spec.split('>')[0].split('=')[0]!r}, which could not be "
+            f"imported ({type(exc).__name__}: {exc}). Install it into the Python that runs ComfyUI: "
+            f"`python -m pip install \"{pip_spec}\"`, then restart ComfyUI.") from exc

@@ -59,10 +59,13 @@ def read_torch_pickle(path: Path, mmap: bool = False) -> Any:
                     raise
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own text carries terminal colour codes and advice to turn the safety off: name the culprit only
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        culprit = f" (it refers to {found.group(1)})" if found else ""
         raise FaceCLIPWeightsError(
-            f"{path.name} is a pickle that contains more than tensors (for example Python objects or code), so it "
-            f"was not loaded: only plain state dicts are read, with torch.load(weights_only=True). Re-save it as "
-            f"torch.save(model.state_dict()) or convert it to .safetensors. Details: {str(err).splitlines()[0]}"
+            f"{path.name} is a pickle that contains more than tensors{culprit}, so it was not loaded: only plain "
+            "state dicts are read, with torch.load(weights_only=True), never code. Re-save it as "
+            "torch.save(model.state_dict()) or convert it to .safetensors."
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as err:
         raise FaceCLIPWeightsError(

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import ftfy
-import regex
 import torch
 
-from .errors import FaceCLIPInputError
+from .errors import FaceCLIPInputError, require
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +33,15 @@ _VOCAB_FILE = Path(__file__).with_name("data") / "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2
 
 # Split rule of CLIP: contractions, runs of letters, single digits, runs of other non-space symbols.
-_SPLIT = regex.compile(
-    r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
-_WHITESPACE = regex.compile(r"\s+")
+_SPLIT_RULE = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@lru_cache(maxsize=1)
+def _text_tools():
+    """ftfy and the compiled patterns, imported on first use so that the pack loads without them."""
+    ftfy = require("ftfy", "ftfy>=6.1", "FaceCLIP's tokenizer")
+    regex = require("regex", "regex>=2023.0", "FaceCLIP's tokenizer")
+    return ftfy, regex.compile(_SPLIT_RULE, regex.IGNORECASE), regex.compile(r"\s+")
 
 
 def _byte_alphabet() -> dict[int, str]:
@@ -57,10 +59,11 @@ def _byte_alphabet() -> dict[int, str]:
 
 def clean_text(text: str) -> str:
     """Normalise a prompt the way the official tokenizer does before splitting it."""
+    ftfy, _, whitespace = _text_tools()
     text = ftfy.fix_text(text)
     # Unescaped twice on purpose: the official code does, so "&amp;amp;" becomes "&".
     text = html.unescape(html.unescape(text))
-    text = _WHITESPACE.sub(" ", text.strip()).strip()
+    text = whitespace.sub(" ", text.strip()).strip()
     return text.lower()
 
 
@@ -128,7 +131,7 @@ class BPETokenizer:
     def encode(self, text: str) -> list[int]:
         """BPE ids of ``text`` after cleaning, without SOT/EOT."""
         out: list[int] = []
-        for piece in _SPLIT.findall(clean_text(text)):
+        for piece in _text_tools()[1].findall(clean_text(text)):
             word = "".join(self._byte_to_char[b] for b in piece.encode("utf-8"))
             out.extend(self._bpe(word))
         return out

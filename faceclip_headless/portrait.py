@@ -90,10 +90,48 @@ def portrait_prompt(workflow: dict, object_info: dict, image: str, request: Port
     return prompt
 
 
+NO_PACK = ("This ComfyUI (%s) has no FaceCLIP nodes: the pack is not installed there or failed to import (look "
+           "for 'comfyui-faceclip' in its log).")
+MAX_SIDE = 8192
+
+
+def check_request(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, before anything is uploaded or started; None when nothing is."""
+    if not args.face.is_file():
+        return f"The face photo {args.face} does not exist."
+    try:
+        from PIL import Image
+
+        with Image.open(args.face) as photo:
+            photo.verify()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
+        return f"--face {args.face} is not an image PIL can read ({type(exc).__name__}); give a JPEG, PNG or WebP."
+    if not 1 <= args.steps <= 10000:
+        return f"--steps must be between 1 and 10000, got {args.steps}."
+    for name in ("width", "height"):
+        value = getattr(args, name)
+        if not 64 <= value <= MAX_SIDE or value % 8:
+            return f"--{name} must be a multiple of 8 between 64 and {MAX_SIDE} (SDXL's latent grid), got {value}."
+    if not 0 <= args.seed < 2 ** 64:
+        return f"--seed must be between 0 and 2**64 - 1, got {args.seed}."
+    if args.out.exists() and not args.force:
+        return f"{args.out} already exists; choose another --out or pass --force to overwrite it."
+    return None
+
+
 def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int:
     """A client for the ComfyUI to use (starting one if needed), or an exit code after explaining why not."""
     if args.server:
         client = ComfyClient(args.server, timeout=args.timeout)
+        try:
+            info = client.object_info("FaceCLIPEncode")  # {} from a ComfyUI without the pack
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, or not ComfyUI's HTTP API
+            logger.error("Cannot reach ComfyUI at %s (%s: %s). Is it running, and is that its address?",
+                         args.server, type(exc).__name__, exc)
+            return EXIT_FAILED
+        if "FaceCLIPEncode" not in info:
+            logger.error(NO_PACK, args.server)
+            return EXIT_FAILED
 
         def listing(folder: str) -> list[str] | None:
             try:
@@ -125,14 +163,18 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
         (mount / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
         (mount / "extra_model_paths.yaml").write_text(f"faceclip_pack:\n    custom_nodes: {mount}\n")
         extra.append(mount / "extra_model_paths.yaml")
-    log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faceclip_log_"))) / "comfyui.log"
+    # Kept after a failure, since the messages point to it; removed after a successful job.
+    fd, name = tempfile.mkstemp(prefix="faceclip_comfyui_", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
+    stack.callback(lambda: log_path.unlink(missing_ok=True) if args.job_succeeded else None)
     server = ComfyServer(ServerConfig(comfyui_dir=comfyui, python=args.python, cpu=args.cpu,
                                       extra_model_paths=extra, log_path=log_path))
     logger.info("Starting ComfyUI from %s (log: %s) ...", comfyui, log_path)
     try:
         stack.enter_context(server)
     except ServerStartError as exc:
-        logger.error("ComfyUI did not start: %s", exc)
+        logger.error("ComfyUI did not start: %s\nIts whole log: %s", exc, log_path)
         return EXIT_FAILED
     return ComfyClient(server.url, timeout=args.timeout)
 
@@ -140,11 +182,10 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    if not args.face.is_file():
-        logger.error("The face photo %s does not exist.", args.face)
-        return EXIT_BAD_ARGS
-    if args.out.exists() and not args.force:
-        logger.error("%s already exists; choose another --out or pass --force to overwrite it.", args.out)
+    args.job_succeeded = False
+    problem = check_request(args)
+    if problem:
+        logger.error(problem)
         return EXIT_BAD_ARGS
     request = PortraitRequest(args.prompt, args.seed, args.steps, args.width, args.height)
     with ExitStack() as stack:
@@ -153,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             return client
         info = client.object_info()
         if "FaceCLIPEncode" not in info:
-            logger.error("This ComfyUI has no FaceCLIP nodes: the pack is not installed there or failed to import "
-                      "(look for 'comfyui-faceclip' in its log).")
+            logger.error(NO_PACK, client.base_url)
             return EXIT_FAILED
         image = client.upload_image(args.face)
         prompt = portrait_prompt(json.loads(BASIC_WORKFLOW.read_text()), info, image, request)
@@ -174,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         except FileExistsError:
             logger.error("%s appeared while generating; not overwritten (pass --force).", args.out)
             return EXIT_BAD_ARGS
+        args.job_succeeded = True
     logger.info("Wrote %s", args.out)
     return 0
 

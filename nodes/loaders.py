@@ -61,10 +61,16 @@ class FaceCLIPFaceDetectorLoader(io.ComfyNode):
                                        "for the provider really used)."),
                 io.Int.Input("det_size", default=640, min=160, max=1280, step=32,
                              tooltip="Detector input size. Smaller sizes are tried when no face is found."),
+                # optional: API graphs saved before this input existed still validate
+                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.05, optional=True,
+                               advanced=True,
+                               tooltip="Minimum detection score. Lower it (e.g. 0.3) for small, dark or turned "
+                                       "faces that are not found; raise it if the background gets faces."),
             ],
             outputs=[FaceModels.Output(display_name="face_models")],
         )
 
     @classmethod
-    def execute(cls, pack: str, provider: str, det_size: int) -> io.NodeOutput:
-        return io.NodeOutput(load_face_models(folder_paths.get_folder_paths(INSIGHTFACE), pack, provider, det_size))
+    def execute(cls, pack: str, provider: str, det_size: int, threshold: float = 0.5) -> io.NodeOutput:
+        roots = folder_paths.get_folder_paths(INSIGHTFACE)
+        return io.NodeOutput(load_face_models(roots, pack, provider, det_size, threshold))

@@ -61,4 +61,5 @@ class FaceCLIPFaceSimilarity(io.ComfyNode):
         found = scores[~np.isnan(scores)]
         mean = float(found.mean()) if len(found) else 0.0
         annotated = as_image(letterbox_batch(pictures))
-        return io.NodeOutput(mean, annotated, ui={"text": [f"{s:.3f}" for s in scores.tolist()]})
+        text = ["no face found" if math.isnan(s) else f"{s:.3f}" for s in scores.tolist()]
+        return io.NodeOutput(mean, annotated, ui={"text": text})

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Retry sizes below the chosen one: SCRFD misses faces that fill most of its input frame.
 RETRY_SIZES = (640, 480, 320, 160)
+DET_STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class FaceModels:
 
 
 def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2", provider: str = "CPU",
-                     det_size: int = 640) -> FaceModels:
+                     det_size: int = 640, threshold: float = 0.5) -> FaceModels:
     """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``; the pack is found
     and its files inspected once."""
     info = find_model_pack(roots, pack, with_recognizer=True)
@@ -45,8 +46,13 @@ def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2
     recognizer = load_recognizer_file(info.recognizer, provider, pack=info) if info.recognizer else None
     if recognizer is None:
         logger.info("face model pack %s has no recognizer: detection and alignment only", info.folder)
+    if det_size % DET_STRIDE:  # the API does not enforce the widget's step; SCRFD needs whole strides
+        rounded = max(DET_STRIDE, round(det_size / DET_STRIDE) * DET_STRIDE)
+        logger.warning("det_size %d is not a multiple of %d (the detector's largest stride); using %d",
+                       det_size, DET_STRIDE, rounded)
+        det_size = rounded
     sizes = tuple(dict.fromkeys([det_size, *(s for s in RETRY_SIZES if s < det_size)]))
-    return FaceModels(detector, recognizer, DetectionConfig(det_sizes=sizes))
+    return FaceModels(detector, recognizer, DetectionConfig(det_sizes=sizes, threshold=threshold))
 
 
 def reference_embedding(reference: PreparedFaces, recognizer: FaceRecognizer) -> np.ndarray:
@@ -62,6 +68,8 @@ def similarity_to_reference(reference: PreparedFaces, generated: PreparedFaces,
                             recognizer: FaceRecognizer) -> np.ndarray:
     """Cosine similarity of every generated slot to the reference identity; NaN where no face was found."""
     ref = reference_embedding(reference, recognizer)
+    if not generated.has_face.any():
+        return np.full(len(generated), np.nan, np.float32)
     emb = generated.embeddings
     if emb is None:
         emb = recognizer.embed_aligned(generated.crops)

@@ -86,6 +86,7 @@ def import_runtime():
 
 def import_insightface_model_zoo():
     """Import insightface.model_zoo (SCRFD, ArcFaceONNX) or raise FaceModelError."""
+    import_runtime()  # insightface imports it too: a missing onnxruntime must be named as such
     try:
         from insightface import model_zoo
     except Exception as exc:
@@ -260,12 +261,16 @@ def find_model_pack(roots: Sequence[str | os.PathLike], pack: str = "antelopev2"
                     detector.name, recognizer.name if recognizer else None)
         return ModelPack(pack, folder, detector, recognizer, tuple(folders))
     searched = "\n  ".join(str(f) for f in folders) or "(no folders: no roots given)"
-    detail = ("\nProblems found:\n  " + "\n  ".join(problems)) if problems else ""
+    if problems:  # the pack is there, but broken: say so, not "not found"
+        raise FaceModelError(
+            f"insightface model pack {pack!r} was found but cannot be used:\n  " + "\n  ".join(problems) +
+            f"\nDownload the pack again and unzip it into models/insightface/{pack}/ (expected "
+            f"{EXPECTED_FILES_HINT}).")
     raise FaceModelError(
         f"insightface model pack {pack!r} not found. Searched:\n  {searched}\n"
         f"Expected {EXPECTED_FILES_HINT}. Put the unzipped pack in "
         f"models/insightface/{pack}/ (the .onnx files directly inside, not in a further "
-        f"sub-folder). Nothing is downloaded automatically.{detail}")
+        f"sub-folder). Nothing is downloaded automatically.")
 
 
 def _find_recognizer(folder: Path, onnx_files: list[Path], detector: Path,

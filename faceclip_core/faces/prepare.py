@@ -150,10 +150,10 @@ def _no_face_reason(index: int, total: int, faces: tuple, selection: FaceSelecti
         return (f"{where}: no face found (detector sizes tried: "
                 f"{', '.join(map(str, tried)) or 'none'}; threshold {cfg.threshold:g}). "
                 "Try a photo where the face is larger, frontal and well lit, crop the "
-                "photo around the face, or lower the detection threshold")
-    return (f"{where}: {len(faces)} face(s) found, so there is no "
-            f"{describe_selection(selection)} (index {selection.index}). Use a smaller "
-            "index or another selection; the preview numbers every face")
+                "photo around the face, or lower the threshold on Load Face Detector")
+    return (f"{where}: {len(faces)} face(s) found, so {describe_selection(selection)} (index "
+            f"{selection.index}) does not exist. Use a smaller index or another selection; the preview numbers "
+            "every face")
 
 
 def prepare_faces(images: Any, detector: FaceDetector, *,

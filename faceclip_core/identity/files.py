@@ -23,7 +23,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from ..atomic import atomic_path
 from .embedding import FORMAT, IDEmbedding
-from .errors import IdentityFileError
+from .errors import IdentityError, IdentityFileError
 from .text import ENCODERS
 
 STATE_FORMAT = "faceclip-id-train-state/2"
@@ -77,9 +77,25 @@ def load_embedding(path: str | os.PathLike) -> IDEmbedding:
     widths = {n: t.shape[-1] for n, t in tokens.items()}
     if widths != {"clip_l": 768, "clip_g": 1280} and metadata.get("format") != FORMAT:
         raise IdentityFileError(f"{path.name}: widths {widths} are not SDXL's (768 for clip_l, 1280 for clip_g).")
+    counts = {n: tuple(t.shape[:3]) for n, t in tokens.items()}
+    if counts["clip_l"] != counts["clip_g"]:
+        raise IdentityFileError(
+            f"{path.name}: its clip_l and clip_g parts hold different numbers of tokens ({counts['clip_l'][-1]} and "
+            f"{counts['clip_g'][-1]}); an SDXL embedding needs the same tokens for both encoders. The file is "
+            "damaged or was made for another model: export it again or choose another embedding.")
+    for name, t in tokens.items():
+        if not torch.isfinite(t).all():
+            raise IdentityFileError(
+                f"{path.name}: its {name} tokens hold NaN or infinite values (a training run that diverged, or a "
+                "damaged file), which would give black images. Train it again (a lower learning rate, or "
+                "training_dtype bf16/fp32) or choose another embedding.")
     meta = {k[5:]: v for k, v in metadata.items() if k.startswith("meta.")}
-    return IDEmbedding(method=metadata.get("method", "textual-inversion"), tokens=tokens,
-                       num_train_timesteps=int(metadata.get("num_train_timesteps", 1000)), metadata=meta)
+    try:
+        return IDEmbedding(method=metadata.get("method", "textual-inversion"), tokens=tokens,
+                           num_train_timesteps=int(metadata.get("num_train_timesteps", 1000)), metadata=meta)
+    except (IdentityError, ValueError) as err:
+        raise IdentityFileError(f"{path.name} is not a usable ID embedding: {err}. Choose another embedding, or "
+                                "train this one again.") from None
 
 
 @dataclass

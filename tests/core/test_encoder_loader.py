@@ -134,8 +134,11 @@ class _Payload:
 def test_refuses_pickle_with_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model.face_clip_l.proj1.weight": torch.zeros(2), "extra": _Payload()}, path)
-    with pytest.raises(FaceCLIPWeightsError, match="more than tensors"):
+    with pytest.raises(FaceCLIPWeightsError, match="more than tensors") as err:
         faceclip_core.load_encoder(path)
+    message = str(err.value)
+    assert "(it refers to " in message and "test_encoder_loader._Payload)" in message
+    assert "\x1b" not in message and "weights_only` set to `False" not in message and message.endswith(".safetensors.")
 
 
 def test_refuses_raw_pickle_of_a_class(tmp_path):

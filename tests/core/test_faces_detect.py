@@ -221,6 +221,7 @@ def test_malformed_packs_say_what_is_wrong(tmp_path):
     with pytest.raises(FaceModelError) as err:
         load_face_detector([tmp_path], "broken")
     assert "det_10g.onnx" in str(err.value) and "not a readable ONNX" in str(err.value)
+    assert "was found but cannot be used" in str(err.value) and "not found." not in str(err.value)
 
     make_arcface(tmp_path / "reconly" / "glintr100.onnx")
     with pytest.raises(FaceModelError, match="no usable face detector"):
@@ -317,6 +318,21 @@ def test_broken_insightface_does_not_break_import_only_loading(tmp_path, root):
     assert "numpy.dtype size changed" in out.stdout
 
 
+def test_missing_onnxruntime_is_named_with_its_install_command(root):
+    out = _run(f"""
+        import sys
+        sys.modules["onnxruntime"] = None  # as if it were not installed
+        import faceclip_core.faces as f
+        try:
+            f.load_face_detector([{str(root)!r}], "antelopev2")
+        except f.FaceModelError as e:
+            print("MODEL-ERROR", e)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "MODEL-ERROR onnxruntime could not be imported" in out.stdout
+    assert "`pip install onnxruntime`" in out.stdout and "insightface" not in out.stdout
+
+
 def test_detect_faces_rejects_non_detectors():
     with pytest.raises(FaceInputError):
         detect_faces(np.zeros((10, 10, 3), np.uint8), object())
@@ -330,3 +346,22 @@ def test_loaded_face_models_have_the_packs_recognizer_when_it_has_one(root):
     assert without.recognizer is None
     with pytest.raises(FaceModelError, match="no ArcFace recognition model"):
         without.require_recognizer()
+
+
+def test_a_detector_size_off_the_stride_is_rounded_and_detects(root, caplog):
+    with caplog.at_level(logging.WARNING):
+        models = load_face_models([root], "antelopev2", det_size=650)
+    assert models.detection.det_sizes[0] == 640 and "not a multiple of 32" in caplog.text
+    img = scene(500, 500, [MarkerFace((100, 100, 300, 340), 0.9)])
+    assert len(detect_faces(img, models.detector, models.detection)) == 1
+
+
+def test_the_loaders_threshold_decides_which_faces_are_found(root):
+    img = scene(500, 500, [MarkerFace((100, 100, 300, 340), 0.6)])
+    assert len(detect_faces(img, *_models(root, 0.5))) == 1
+    assert detect_faces(img, *_models(root, 0.7)) == []
+
+
+def _models(root, threshold):
+    models = load_face_models([root], "antelopev2", threshold=threshold)
+    return models.detector, models.detection

@@ -20,6 +20,7 @@ from faceclip_core.faces import (
     load_face_recognizer,
     mean_identity,
     prepare_faces,
+    similarity_to_reference,
     split_images,
     to_rgb_uint8,
 )
@@ -163,6 +164,8 @@ def test_embeddings_and_one_identity_from_several_photos(det, rec):
     assert float(p.embeddings[0] @ p.embeddings[3]) < 0.95  # the stand-in tells the two apart ...
     assert float(mixed @ p.embeddings[0]) < float(same @ p.embeddings[0])  # ... and the mean moves toward both
     assert mean_identity(p.embeddings[[1]], p.has_face[[1]]) is None
+    faceless = prepare_faces([scene(300, 300)], det, recognizer=rec, config=PrepareConfig(on_no_face="text_only"))
+    assert np.isnan(similarity_to_reference(p, faceless, rec)).all()  # no face to score, not a crash
     assert prepare_faces(imgs[0], det).embeddings is None  # detector alone is enough
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from faceclip_core.identity import (
     IDEAConfig,
@@ -365,7 +366,6 @@ def test_a_state_file_of_the_previous_format_is_refused_with_what_to_do(tmp_path
     state = train_identity(problem("ID-EA"), config("ID-EA", 1)).state
     path = save_state(tmp_path / "old.safetensors", state)
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
 
     from faceclip_core.identity.files import STATE_FORMAT
 
@@ -384,6 +384,24 @@ def test_not_a_safetensors_file_is_a_clear_error(tmp_path):
         load_embedding(bad)
     with pytest.raises(IdentityFileError, match="does not exist"):
         load_embedding(tmp_path / "missing.safetensors")
+
+
+def test_embeddings_that_would_give_black_or_broken_images_are_refused_by_name(tmp_path):
+    good = {"clip_l": torch.randn(2, 768), "clip_g": torch.randn(2, 1280)}
+    save_file(good, str(tmp_path / "good.safetensors"))
+    assert load_embedding(tmp_path / "good.safetensors").num_tokens == 2
+    nan = dict(good, clip_g=good["clip_g"].clone())
+    nan["clip_g"][1, 5] = float("nan")
+    save_file(nan, str(tmp_path / "diverged.safetensors"))
+    with pytest.raises(IdentityFileError, match=r"diverged\.safetensors: its clip_g tokens hold NaN.*Train it again"):
+        load_embedding(tmp_path / "diverged.safetensors")
+    save_file(dict(good, clip_l=torch.full((2, 768), float("inf"))), str(tmp_path / "inf.safetensors"))
+    with pytest.raises(IdentityFileError, match="inf.safetensors: its clip_l tokens hold NaN or infinite"):
+        load_embedding(tmp_path / "inf.safetensors")
+    save_file(dict(good, clip_g=torch.randn(3, 1280)), str(tmp_path / "mixed.safetensors"))
+    with pytest.raises(IdentityFileError, match=r"mixed\.safetensors: its clip_l and clip_g .* \(2 and 3\).*choose "
+                                                r"another embedding"):
+        load_embedding(tmp_path / "mixed.safetensors")
 
 
 def test_prompts_need_one_identity_slot_and_find_the_reference_word():

@@ -190,9 +190,16 @@ def test_face_similarity_scores_likeness_per_image(client, photos):
     assert result.ok, result.describe_error()
     same, missing = result.outputs["sim"]["text"]
     assert float(same) == pytest.approx(1.0, abs=1e-3)  # the very same face: identical embedding
-    assert missing == "nan"
+    assert missing == "no face found"
     annotated = result.images("show")
     assert len(annotated) == 2
+
+
+def test_face_similarity_when_no_image_has_a_face(client, photos):
+    result = client.run(similarity_graph(photos["one_face.png"], [photos["no_face.png"]]))
+    assert result.ok, result.describe_error()
+    assert result.outputs["sim"]["text"] == ["no face found"]
+    assert len(result.images("show")) == 1
 
 
 def test_face_similarity_without_a_recognizer_says_what_is_needed(client, photos, comfy_base):

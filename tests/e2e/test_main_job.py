@@ -139,3 +139,61 @@ def test_missing_photo_is_reported(tmp_path):
     r = run_main_job("--face", str(tmp_path / "nope.jpg"), "--prompt", "A woman", "--comfyui", str(comfyui_dir()))
     assert r.returncode == 2
     assert "nope.jpg does not exist" in r.stderr
+
+
+def unreachable_url() -> str:
+    from faceclip_headless.server import free_port
+
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def test_an_unreachable_server_is_named_as_such(photo, tmp_path):
+    url = unreachable_url()
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"), "--server", url)
+    assert r.returncode == 1
+    assert f"Cannot reach ComfyUI at {url}" in r.stderr and "missing" not in r.stderr
+
+
+def test_a_comfyui_without_the_pack_is_named_as_such(photo, tmp_path):
+    from faceclip_headless.server import ComfyServer, ServerConfig
+
+    config = ServerConfig(comfyui_dir=comfyui_dir(), base_directory=tmp_path / "base", env={"HOME": str(tmp_path)},
+                          extra_args=["--disable-all-custom-nodes"], log_path=tmp_path / "comfyui.log")
+    with ComfyServer(config) as server:
+        r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
+                         "--server", server.url)
+    assert r.returncode == 1
+    assert f"This ComfyUI ({server.url}) has no FaceCLIP nodes" in r.stderr and "missing" not in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "--steps must be between 1 and 10000"),
+    (["--width", "100"], "--width must be a multiple of 8"),
+    (["--height", "20000"], "--height must be a multiple of 8"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
+])
+def test_bad_settings_are_refused_before_anything_is_contacted(photo, tmp_path, args, message):
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
+                     "--server", unreachable_url(), *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Cannot reach" not in r.stderr
+
+
+def test_a_face_file_that_is_not_an_image_is_refused(tmp_path):
+    notes = tmp_path / "face.jpg"
+    notes.write_text("not a photo")
+    r = run_main_job("--face", str(notes), "--prompt", "A woman", "--server", unreachable_url())
+    assert r.returncode == 2
+    assert "is not an image" in r.stderr and "Cannot reach" not in r.stderr
+
+
+def test_the_log_named_in_a_start_up_error_is_still_there(photo, tmp_path):
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
+                     "--comfyui", str(comfyui_dir()), "--extra-model-paths-config",
+                     str(model_root(tmp_path, {"faceclip", "diffusion_models", "vae", "insightface"})),
+                     "--python", "/bin/false")  # a Python that cannot start ComfyUI
+    assert r.returncode == 1, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("Its whole log: ")]
+    log = Path(line.removeprefix("Its whole log: "))
+    assert log.is_file()
+    log.unlink()
