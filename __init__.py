@@ -6,16 +6,24 @@ clear node error instead of turning the whole pack into "IMPORT FAILED".
 """
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .faceclip_core.faces.runtime_check import onnxruntime_conflict
 from .nodes import NODES, register_model_folders
+
+logger = logging.getLogger(__name__)
 
 
 class FaceCLIPExtension(ComfyExtension):
     @override
     async def on_load(self) -> None:
         register_model_folders()
+        conflict = onnxruntime_conflict()
+        if conflict:
+            logger.warning("FaceCLIP: %s", conflict)
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

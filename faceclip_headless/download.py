@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceclip_core.atomic import publish
+from faceclip_core.faces.model_packs import INSIGHTFACE_LICENCE, INSIGHTFACE_MODEL_ZOO
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                 # The .part file stays for the next run to resume from.
                 logger.error("%s: %s", item.key, exc)
                 failed += 1
-    logger.info("Face detection pack: download insightface's antelopev2 yourself (non-commercial research licence) "
-             "and unzip it so that %s exists.", models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
+    logger.info("Face detection pack: download insightface's antelopev2 (or buffalo_l) yourself from %s (%s) and "
+                "unzip it so that %s exists.", INSIGHTFACE_MODEL_ZOO, INSIGHTFACE_LICENCE,
+                models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
     return 1 if failed else 0
 
 

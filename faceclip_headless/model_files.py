@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceclip_core.faces.model_packs import INSIGHTFACE_LICENCE, INSIGHTFACE_MODEL_ZOO
+
 logger = logging.getLogger(__name__)
 
 # extra_model_paths.yaml keys that ComfyUI maps onto a current folder name
@@ -53,7 +55,8 @@ MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
         "https://huggingface.co/stabilityai/sdxl-vae (file sdxl_vae.safetensors)"),
     RequiredModel(
         "insightface", "antelopev2", "insightface face-detection model pack (a folder of .onnx files)",
-        "insightface's antelopev2 pack (non-commercial research licence), unzipped so that "
+        f"insightface's antelopev2 pack (or buffalo_l) from {INSIGHTFACE_MODEL_ZOO} ({INSIGHTFACE_LICENCE}), "
+        "unzipped so that "
         "<ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx exists", present=_has_detector,
         is_folder=True),
 )

@@ -17,6 +17,7 @@ class FaceCLIPEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPEncode",
+            search_aliases=["identity", "likeness", "portrait", "face", "person", "ID"],
             display_name="FaceCLIP Encode",
             category="FaceCLIP",
             description="Joint face+text encoding: the person's face and your prompt become SDXL conditioning "
@@ -54,6 +55,7 @@ class FaceCLIPTextEncode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPTextEncode",
+            search_aliases=["negative", "prompt", "text encode"],
             display_name="FaceCLIP Text Encode",
             category="FaceCLIP",
             description="Encodes a prompt through FaceCLIP without a face (FaceCLIP's own negative path): for "

@@ -48,6 +48,7 @@ class FaceCLIPPrepareFaces(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPPrepareFaces",
+            search_aliases=["face detection", "align face", "crop face", "insightface", "identity", "portrait"],
             display_name="Prepare Faces",
             category="FaceCLIP",
             description="Finds the face in each photo and aligns it the way FaceCLIP was trained (ArcFace "

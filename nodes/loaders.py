@@ -16,6 +16,7 @@ class FaceCLIPLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPLoader",
+            search_aliases=["identity", "likeness", "portrait", "face encoder"],
             display_name="Load FaceCLIP",
             category="FaceCLIP",
             description="Loads the FaceCLIP-SDXL joint face+text encoder. It replaces SDXL's text encoders: wire "
@@ -47,6 +48,7 @@ class FaceCLIPFaceDetectorLoader(io.ComfyNode):
         packs = list_model_packs(folder_paths.get_folder_paths(INSIGHTFACE)) or ["antelopev2"]
         return io.Schema(
             node_id="FaceCLIPFaceDetectorLoader",
+            search_aliases=["insightface", "antelopev2", "buffalo_l", "face detector", "ArcFace"],
             display_name="Load Face Detector",
             category="FaceCLIP",
             description="Loads an insightface model pack: the SCRFD face detector (required) and, when the pack "

@@ -27,6 +27,7 @@ class FaceCLIPFaceSimilarity(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPFaceSimilarity",
+            search_aliases=["likeness", "identity", "compare faces", "ArcFace", "insightface"],
             display_name="Face Similarity",
             category="FaceCLIP",
             description="Measures likeness: ArcFace cosine similarity between the reference faces (one identity) "

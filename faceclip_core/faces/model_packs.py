@@ -71,6 +71,13 @@ class ModelPack:
     searched: tuple[Path, ...] = ()
 
 
+# Where the packs are published, and on what terms (the pack never downloads them).
+INSIGHTFACE_MODEL_ZOO = "https://github.com/deepinsight/insightface/tree/master/model_zoo"
+INSIGHTFACE_LICENCE = "non-commercial research use only"
+PACK_SOURCE_HINT = (f"Download antelopev2 (or buffalo_l, which works the same here) from insightface's model zoo, "
+                    f"{INSIGHTFACE_MODEL_ZOO} ({INSIGHTFACE_LICENCE})")
+
+
 def import_runtime():
     """Import onnxruntime, turning a missing or broken install into FaceModelError."""
     try:
@@ -270,7 +277,7 @@ def find_model_pack(roots: Sequence[str | os.PathLike], pack: str = "antelopev2"
         f"insightface model pack {pack!r} not found. Searched:\n  {searched}\n"
         f"Expected {EXPECTED_FILES_HINT}. Put the unzipped pack in "
         f"models/insightface/{pack}/ (the .onnx files directly inside, not in a further "
-        f"sub-folder). Nothing is downloaded automatically.")
+        f"sub-folder). Nothing is downloaded automatically. {PACK_SOURCE_HINT}.")
 
 
 def _find_recognizer(folder: Path, onnx_files: list[Path], detector: Path,

@@ -365,3 +365,22 @@ def test_the_loaders_threshold_decides_which_faces_are_found(root):
 def _models(root, threshold):
     models = load_face_models([root], "antelopev2", threshold=threshold)
     return models.detector, models.detection
+
+
+def test_an_onnxruntime_gpu_beside_the_cpu_build_is_reported_with_what_to_run(tmp_path):
+    site = tmp_path / "site"  # what `pip install onnxruntime-gpu` leaves besides the module files
+    dist = site / "onnxruntime_gpu-1.20.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.0\n")
+    code = """
+        from faceclip_core.faces.runtime_check import onnxruntime_conflict
+        print("CONFLICT", onnxruntime_conflict())
+    """
+    alone = _run(code)
+    assert alone.returncode == 0, alone.stderr
+    assert "CONFLICT None" in alone.stdout  # the test venv holds the CPU build only
+    mixed = _run(code, extra_path=site)
+    assert mixed.returncode == 0, mixed.stderr
+    assert "side by side (onnxruntime, onnxruntime-gpu)" in mixed.stdout
+    assert "`python -m pip uninstall -y onnxruntime onnxruntime-gpu`" in mixed.stdout
+    assert "`python -m pip install onnxruntime-gpu`" in mixed.stdout

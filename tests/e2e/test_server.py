@@ -10,3 +10,20 @@ def test_server_loads_the_pack_without_import_errors(client, comfy_server):
     assert "Cannot import" not in log, log
     # ComfyUI lists the import time of every custom node folder it loaded
     assert PACK_DIR_NAME in log, log
+
+
+def test_node_search_finds_the_nodes_by_the_words_artists_use(client):
+    info = {name: spec for name, spec in client.object_info().items() if name.startswith("FaceCLIP")}
+
+    def found(word: str) -> set[str]:  # what the frontend's search matches: names, categories and aliases
+        word = word.lower()
+        return {name for name, spec in info.items()
+                if word in " ".join([spec["display_name"], spec["category"], *(spec.get("search_aliases") or [])])
+                .lower()}
+
+    assert {"FaceCLIPEncode", "FaceCLIPLoader", "FaceCLIPFaceSimilarity", "FaceCLIPTrainIDEmbedding",
+            "FaceCLIPApplyIDEmbedding"} <= found("identity")
+    assert {"FaceCLIPFaceSimilarity", "FaceCLIPEncode", "FaceCLIPTrainIDEmbedding"} <= found("likeness")
+    assert {"FaceCLIPEncode", "FaceCLIPPrepareFaces"} <= found("portrait")
+    assert {"FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces", "FaceCLIPFaceSimilarity"} <= found("insightface")
+    assert {"FaceCLIPTrainIDEmbedding", "FaceCLIPLoadIDEmbedding", "FaceCLIPApplyIDEmbedding"} <= found("ID embedding")
