@@ -236,8 +236,7 @@ def load_face_detector(roots: Sequence[str | os.PathLike] | str | os.PathLike,
     ``provider``: "CPU" (default), "CUDA", "ROCm", "CoreML", "DirectML", "auto", or
     onnxruntime provider names. Never downloads anything.
     """
-    info = find_model_pack(roots if not isinstance(roots, (str, os.PathLike)) else [roots],
-                           pack)
+    info = find_model_pack(roots, pack)
     return load_detector_file(info.detector, provider, pack=info)
 
 

@@ -227,7 +227,7 @@ def _candidate_folders(roots: Sequence[str | os.PathLike], pack: str) -> list[Pa
     return list(dict.fromkeys(out))
 
 
-def find_model_pack(roots: Sequence[str | os.PathLike], pack: str = "antelopev2",
+def find_model_pack(roots: Sequence[str | os.PathLike] | str | os.PathLike, pack: str = "antelopev2",
                     *, with_recognizer: bool = False) -> ModelPack:
     """Locate ``pack`` under any of ``roots`` and identify its detector (and, ``with_recognizer``, its recognizer).
 

@@ -79,8 +79,7 @@ def load_face_recognizer(roots: Sequence[str | os.PathLike] | str | os.PathLike,
                          ) -> FaceRecognizer:
     """Load the ArcFace model of ``pack`` (see load_face_detector for roots/provider).
     Raises FaceModelError when the pack has no recognizer."""
-    info = find_model_pack(roots if not isinstance(roots, (str, os.PathLike)) else [roots],
-                           pack, with_recognizer=True)
+    info = find_model_pack(roots, pack, with_recognizer=True)
     if info.recognizer is None:
         raise FaceModelError(
             f"model pack {pack!r} in {info.folder} has no ArcFace recognition model "

@@ -157,7 +157,6 @@ def make_scrfd(path: str | os.PathLike, *, names: Sequence[str] = BNKPS_NAMES,
                static_size: int | None = None, batched: bool = False,
                max_face_px: float | None = None, with_kps: bool = True) -> Path:
     """Write a stand-in SCRFD detector (see the module docstring) and return its path."""
-    import onnx
     from onnx import TensorProto, helper
 
     n_out = 9 if with_kps else 6
@@ -257,20 +256,12 @@ def make_scrfd(path: str | os.PathLike, *, names: Sequence[str] = BNKPS_NAMES,
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
     hw = [static_size, static_size] if static_size else ["height", "width"]
     inp = helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 3, *hw])
-    graph = helper.make_graph(g.nodes, "standin_scrfd", [inp], outputs, g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return _save_model(helper.make_graph(g.nodes, "standin_scrfd", [inp], outputs, g.inits), path)
 
 
 def make_arcface(path: str | os.PathLike, *, seed: int = 0, size: int = 112,
                  dim: int = 512) -> Path:
     """Write a stand-in ArcFace recognizer ``[N,3,size,size] -> [N,dim]``."""
-    import onnx
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
@@ -282,7 +273,14 @@ def make_arcface(path: str | os.PathLike, *, seed: int = 0, size: int = 112,
     g.op("MatMul", [f, g.const(w)], out="683")
     inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, size, size])
     out = helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", dim])
-    graph = helper.make_graph(g.nodes, "standin_arcface", [inp], [out], g.inits)
+    return _save_model(helper.make_graph(g.nodes, "standin_arcface", [inp], [out], g.inits), path)
+
+
+def _save_model(graph, path: str | os.PathLike) -> Path:
+    """A checked opset-13 model of ``graph`` written to ``path`` (folders made as needed)."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
