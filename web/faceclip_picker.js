@@ -6,7 +6,9 @@
 //
 // Plain ES module for the frontend ComfyUI 0.30.0 ships (comfyui-frontend-package 1.47.12); no build step.
 // Data: the node's UI output key "faceclip_faces" (nodes/faces.py, PICKER_KEY): one entry per input photo,
-// {image, status, chosen, reason, faces: [{index, score, box, thumbnail: {filename, subfolder, type}}]}.
+// PreparedImage.to_dict() {index, status, chosen, reason, ...} with faces [{index, score, box, thumbnail}].
+// When the node fails in a later run, the faces of the earlier run are removed and the failure is shown instead,
+// so the picker never offers faces of a photo that is no longer the input.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -126,8 +128,10 @@ function render(node) {
   }
   const hint = document.createElement("div");
   hint.className = "faceclip-picker-hint";
-  hint.textContent = picked >= 0 ? `Next run uses face #${picked} (selection: index)`
-                                 : "Click a face to use it (sets selection to index)";
+  hint.textContent = state.failed ? `The last run failed here: ${state.failed}`
+    : picked >= 0 ? `Next run uses face #${picked} (selection: index)`
+    : "Click a face to use it (sets selection to index)";
+  hint.title = hint.textContent;
   root.appendChild(hint);
 }
 
@@ -147,6 +151,7 @@ function show(node, images) {
     node.faceclipPicker = state;
   }
   node.faceclipPicker.images = images;
+  node.faceclipPicker.failed = null;
   render(node);
   const [w, h] = node.computeSize();
   node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
@@ -165,6 +170,17 @@ function register() {
         onExecuted?.apply(this, arguments);
         show(this, output?.[OUTPUT_KEY]);
       };
+    },
+    setup() {
+      api.addEventListener("execution_error", ({ detail }) => {
+        const node = app.rootGraph?.getNodeById?.(detail?.node_id);
+        if (node?.type !== NODE_TYPE || !node.faceclipPicker) return;
+        node.faceclipPicker.images = [];
+        node.faceclipPicker.failed = String(detail.exception_message ?? "error").split("\n")[0];
+        node.imgs = undefined; // the preview drawn on the node showed the earlier photo too
+        render(node);
+        node.graph?.setDirtyCanvas?.(true, true);
+      });
     },
     // Outputs restored by the frontend (opening a finished job from the queue) rather than sent live.
     onNodeOutputsUpdated(outputs) {

@@ -31,6 +31,7 @@ WORKFLOWS = REPO / "workflows"
 APP = "window.comfyAPI?.app?.app"  # the frontend's ComfyApp, as scripts/app.js exports it to extensions
 # For the face picker: two marker faces the stand-in detector finds; "largest" picks the big one.
 PICKER_PHOTO = "picker_two_faces.png"
+NO_FACE_PHOTO = "picker_no_face.png"
 PICKER_FACES = [MarkerFace((30, 50, 150, 190), 0.8), MarkerFace((200, 40, 250, 100), 0.95)]
 
 
@@ -183,6 +184,8 @@ def input_photos(comfy_server, tmp_path_factory) -> dict[str, str]:
     client = ComfyClient(comfy_server.url, timeout=120)
     Image.fromarray(scene(256, 288, PICKER_FACES)).save(folder / PICKER_PHOTO)
     names = {PICKER_PHOTO: client.upload_image(folder / PICKER_PHOTO, overwrite=True)}
+    Image.fromarray(scene(256, 288, [])).save(folder / NO_FACE_PHOTO)
+    names[NO_FACE_PHOTO] = client.upload_image(folder / NO_FACE_PHOTO, overwrite=True)
     for path in sorted(WORKFLOWS.glob("*.json")):
         for node in json.loads(path.read_text()).get("nodes", []):
             if node.get("type") != "LoadImage" or not node.get("widgets_values"):

@@ -1,7 +1,7 @@
 """The face picker (web/faceclip_picker.js) in the real frontend: thumbnails after Prepare Faces, click to pick."""
 from __future__ import annotations
 
-from tests.e2e.browser.conftest import APP, PICKER_PHOTO
+from tests.e2e.browser.conftest import APP, NO_FACE_PHOTO, PICKER_PHOTO
 
 BUILD_GRAPH = """async (image) => {
   const app = %(app)s;
@@ -73,6 +73,36 @@ def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, in
     browser.screenshot("picker-after-requeue")
     errors = [e for e in browser.events() if e["kind"] == "pageerror" or "faceclip_picker" in e["text"]]
     assert errors == [], errors
+
+
+SET_WIDGET = """([type, name, value]) => {
+  const app = %(app)s;
+  const node = app.rootGraph.nodes.find((n) => n.type === type);
+  node.widgets.find((w) => w.name === name).value = value;
+  app.canvas.setDirty(true, true);
+}""" % {"app": APP}
+
+PICKER_FAILED = """(id) => {
+  const state = (%(state)s)(id);
+  const hint = document.querySelector(".faceclip-picker-hint")?.textContent ?? "";
+  const previews = %(app)s.rootGraph.getNodeById(id).imgs?.length ?? 0;
+  return hint.startsWith("The last run failed here") ? { ...state, hint, previews } : null;
+}""" % {"state": PICKER_STATE, "app": APP}
+
+
+def test_a_failed_run_removes_the_faces_of_the_previous_photo(browser, input_photos):
+    node_id = browser.eval(BUILD_GRAPH, input_photos[PICKER_PHOTO])
+    # another detector size than the other tests': this run is not served from ComfyUI's cache
+    browser.eval(SET_WIDGET, ["FaceCLIPFaceDetectorLoader", "det_size", 608])
+    browser.click('[data-testid="queue-button"]')
+    browser.wait_for(PICKER_READY, [node_id, None], timeout=60, what="face thumbnails")
+    browser.eval(SET_WIDGET, ["LoadImage", "image", input_photos[NO_FACE_PHOTO]])  # a photo without a face
+    browser.click('[data-testid="queue-button"]')
+    state = browser.wait_for(PICKER_FAILED, node_id, timeout=60, what="the picker to show the failure")
+    browser.screenshot("picker-after-failed-run")
+    assert state["faces"] == [], state  # no thumbnail of the earlier photo is left to click
+    assert state["previews"] == 0, state  # nor its annotated preview on the node
+    assert "no face found" in state["hint"], state
 
 
 def test_picker_script_loaded_twice_registers_once(browser):
