@@ -48,6 +48,8 @@ class FaceCLIPPrepareFaces(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceCLIPPrepareFaces",
+            # its picker is UI output: ComfyUI caches it and sends it again when a run is served from the cache
+            has_intermediate_output=True,
             search_aliases=["face detection", "align face", "crop face", "insightface", "identity", "portrait"],
             display_name="Prepare Faces",
             category="FaceCLIP",

@@ -105,6 +105,14 @@ def test_a_failed_run_removes_the_faces_of_the_previous_photo(browser, input_pho
     assert "no face found" in state["hint"], state
 
 
+def test_a_run_served_from_the_cache_still_shows_the_faces(browser, input_photos):
+    for attempt in ("first run", "the same graph again (as after a page reload), served from ComfyUI's cache"):
+        node_id = browser.eval(BUILD_GRAPH, input_photos[PICKER_PHOTO])  # new nodes: nothing shown on them yet
+        browser.eval(SET_WIDGET, ["FaceCLIPFaceDetectorLoader", "det_size", 576])
+        browser.click('[data-testid="queue-button"]')
+        browser.wait_for(PICKER_READY, [node_id, None], timeout=60, what=f"face thumbnails after the {attempt}")
+
+
 def test_picker_script_loaded_twice_registers_once(browser):
     """A second copy of the script (e.g. the pack installed under two folder names) must not break the UI."""
     result = browser.eval("""async () => {
