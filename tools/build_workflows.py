@@ -146,9 +146,11 @@ def likeness_check() -> list[N]:
         N("similarity", "FaceCLIPFaceSimilarity", (1490, 800), links={
             "face_models": ("detector", 0), "reference": ("faces_a", 0), "images": ("decode", 0)}),
         N("show_similarity", "PreviewImage", (1800, 800), links={"images": ("similarity", 1)}, size=(432, 620)),
+        N("score", "PreviewAny", (1490, 1000), links={"source": ("similarity", 0)}, size=(280, 140)),
         note("about", "**Likeness check.** The portrait is scored against the reference face with ArcFace "
-             "(Face Similarity needs a model pack with a recognizer: antelopev2 or buffalo_l). The score is "
-             "written on the annotated image.", (0, -260)),
+             "(Face Similarity needs a model pack with a recognizer: antelopev2 or buffalo_l). The score shows "
+             "in Preview as Text and on the annotated image; the same person usually scores above 0.4.",
+             (0, -260)),
     ]
 
 

@@ -15,6 +15,8 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 def test_the_pack_ships_the_promised_workflows():
     assert {p.stem for p in WORKFLOWS} >= {"basic", "several_photos", "two_people", "likeness_check"}
+    likeness = json.loads((REPO / "workflows" / "likeness_check.json").read_text())
+    assert any(n["type"] == "PreviewAny" for n in likeness["nodes"])  # the score is visible, not only logged
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no .jpg thumbnail"
 
@@ -70,3 +72,6 @@ def test_workflow_runs_end_to_end(client, path, photo_names):
     (save,) = find_nodes(prompt, "SaveImage")
     image = result.images(save)[0]
     assert client.view(image)[:8] == b"\x89PNG\r\n\x1a\n"
+    for node_id in find_nodes(prompt, "PreviewAny"):  # the likeness score, shown on the graph as text
+        (text,) = result.outputs[node_id]["text"]
+        assert 0.0 <= float(text) <= 1.0, text
