@@ -301,33 +301,34 @@ def test_importing_the_core_loads_no_face_runtime():
     assert "HEAVY []" in out.stdout
 
 
-def test_broken_insightface_does_not_break_import_only_loading(tmp_path, root):
-    fake = tmp_path / "site" / "insightface"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(
-        "raise ImportError('numpy.dtype size changed, may indicate binary incompatibility')\n")
-    out = _run(f"""
+def _load_detector_elsewhere(root: Path, hidden: str | None = None,
+                             extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    """load_face_detector in a fresh Python (``hidden``: a package made unimportable there); prints the
+    FaceModelError as 'MODEL-ERROR ...'."""
+    hide = f"import sys; sys.modules[{hidden!r}] = None" if hidden else ""
+    return _run(f"""
+        {hide}
         import faceclip_core.faces as f
         try:
             f.load_face_detector([{str(root)!r}], "antelopev2")
         except f.FaceModelError as e:
             print("MODEL-ERROR", e)
-    """, extra_path=tmp_path / "site")
+    """, extra_path=extra_path)
+
+
+def test_broken_insightface_does_not_break_import_only_loading(tmp_path, root):
+    fake = tmp_path / "site" / "insightface"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ImportError('numpy.dtype size changed, may indicate binary incompatibility')\n")
+    out = _load_detector_elsewhere(root, extra_path=tmp_path / "site")
     assert out.returncode == 0, out.stderr
     assert "MODEL-ERROR insightface could not be imported" in out.stdout
     assert "numpy.dtype size changed" in out.stdout
 
 
 def test_missing_onnxruntime_is_named_with_its_install_command(root):
-    out = _run(f"""
-        import sys
-        sys.modules["onnxruntime"] = None  # as if it were not installed
-        import faceclip_core.faces as f
-        try:
-            f.load_face_detector([{str(root)!r}], "antelopev2")
-        except f.FaceModelError as e:
-            print("MODEL-ERROR", e)
-    """)
+    out = _load_detector_elsewhere(root, hidden="onnxruntime")
     assert out.returncode == 0, out.stderr
     assert "MODEL-ERROR onnxruntime could not be imported" in out.stdout
     assert "`pip install onnxruntime`" in out.stdout and "insightface" not in out.stdout
