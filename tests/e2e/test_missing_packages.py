@@ -22,17 +22,21 @@ LOADER = textwrap.dedent("""
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
     import nodes
+    PACK_PARTS = {"__init__.py", "nodes", "faceclip_core"}  # not the test environment inside the checkout
     report = {}
     for name in blocked:
-        for key in [k for k in sys.modules if k == pack or k.startswith(pack + ".")]:  # ComfyUI's module names
-            del sys.modules[key]
+        for key, module in list(sys.modules.items()):  # the pack's modules, whatever ComfyUI named them
+            file = getattr(module, "__file__", None) or ""
+            if file.startswith(pack + "/") and file[len(pack) + 1:].split("/")[0] in PACK_PARTS:
+                del sys.modules[key]
         saved = sys.modules.get(name)
         sys.modules[name] = None  # as if it were not installed
         for key in [k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("FaceCLIP")]:
             del nodes.NODE_CLASS_MAPPINGS[key]
         loaded = asyncio.run(nodes.load_custom_node(pack))
         found = sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("FaceCLIP"))
-        core = sys.modules[pack + ".faceclip_core.tokenizer"]
+        core = next(m for m in list(sys.modules.values())
+                    if getattr(m, "__file__", None) == pack + "/faceclip_core/tokenizer.py")
         try:
             core.tokenize(["a woman in a denim shirt"])
             tokenize = "ok"
