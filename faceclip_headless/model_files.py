@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceclip_core.faces.model_packs import INSIGHTFACE_LICENCE, INSIGHTFACE_MODEL_ZOO
+from faceclip_core.faces.model_packs import (
+    INSIGHTFACE_LICENCE,
+    INSIGHTFACE_MODEL_ZOO,
+    KNOWN_OTHERS,
+    KNOWN_RECOGNIZERS,
+    PREFERRED_PACKS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +32,34 @@ class RequiredModel:
     source: str  # where to get it, and how to prepare it
     present: Callable[[Path], bool] = Path.is_file  # checks <folder path>/<name>
     is_folder: bool = False  # a model pack: a folder of files rather than one file
+    alternatives: tuple[str, ...] = ()  # other names that serve as well (any one of them is enough)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.alternatives)
+
+    @property
+    def label(self) -> str:
+        """The name(s) for messages: "antelopev2 or buffalo_l"."""
+        return " or ".join(self.names)
 
     def listed_in(self, names: Iterable[str]) -> bool:
         """Whether a server's file listing of the folder (relative paths, '/'-separated) holds this model."""
         if self.is_folder:
-            return any(n.replace("\\", "/").startswith(self.name + "/") for n in names)
-        return self.name in names
+            return any(n.replace("\\", "/").startswith(name + "/") for n in names for name in self.names)
+        return any(name in names for name in self.names)
+
+
+# Files that come with the packs but detect nothing: a folder holding only these has no detector.
+_NOT_DETECTORS = frozenset(KNOWN_RECOGNIZERS + KNOWN_OTHERS)
 
 
 def _has_detector(pack: Path) -> bool:
-    # A model pack is usable when it holds a detection model, possibly one folder deeper (the zip's own folder).
-    return any(p.suffix == ".onnx" for d in (pack, pack / pack.name) if d.is_dir() for p in d.iterdir())
+    # A model pack is usable when it holds a detection model (antelopev2: scrfd_10g_bnkps.onnx, buffalo_l:
+    # det_10g.onnx; any other .onnx name may be a renamed one, so only the known non-detectors are ruled out),
+    # possibly one folder deeper (the zip's own folder). Cheap on purpose: the server reads the ONNX signatures.
+    return any(p.suffix.lower() == ".onnx" and p.name not in _NOT_DETECTORS
+               for d in (pack, pack / pack.name) if d.is_dir() for p in d.iterdir())
 
 
 FACECLIP_HF = "https://huggingface.co/ByteDance/FaceCLIP (licence CC-BY-NC-4.0: non-commercial use only)"
@@ -53,12 +76,14 @@ MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
     RequiredModel(
         "vae", "sdxl_vae.safetensors", "the stock SDXL VAE",
         "https://huggingface.co/stabilityai/sdxl-vae (file sdxl_vae.safetensors)"),
+    # The main job runs Load Face Detector with pack "auto", which takes antelopev2, else buffalo_l (they detect and
+    # align the same), so either one passes this check.
     RequiredModel(
-        "insightface", "antelopev2", "insightface face-detection model pack (a folder of .onnx files)",
-        f"insightface's antelopev2 pack (or buffalo_l) from {INSIGHTFACE_MODEL_ZOO} ({INSIGHTFACE_LICENCE}), "
-        "unzipped so that "
-        "<ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx exists", present=_has_detector,
-        is_folder=True),
+        "insightface", PREFERRED_PACKS[0], "insightface face-detection model pack (a folder of .onnx files)",
+        f"insightface's antelopev2 or buffalo_l pack from {INSIGHTFACE_MODEL_ZOO} ({INSIGHTFACE_LICENCE}), "
+        "unzipped so that <ComfyUI>/models/insightface/antelopev2/scrfd_10g_bnkps.onnx or "
+        "<ComfyUI>/models/insightface/buffalo_l/det_10g.onnx exists", present=_has_detector,
+        is_folder=True, alternatives=PREFERRED_PACKS[1:]),
 )
 
 
@@ -109,7 +134,7 @@ def find_missing(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> list[Mis
     missing = []
     for m in MAIN_JOB_MODELS:
         searched = tuple(folders.get(m.folder, []))
-        if not any(m.present(folder / m.name) for folder in searched):
+        if not any(m.present(folder / name) for folder in searched for name in m.names):
             missing.append(MissingModel(m, searched))
     return missing
 
@@ -124,8 +149,9 @@ def describe_missing(missing: list[MissingModel]) -> str:
     lines = [f"{len(missing)} model file(s) missing; nothing was run:"]
     for item in missing:
         m = item.model
-        where = item.searched[0] / m.name if item.searched else f"the server's models/{m.folder}/{m.name}"
-        lines += [f"- {m.name} ({m.what})", f"    get it: {m.source}", f"    put it in: {where}"]
+        where = " or ".join(str(item.searched[0] / name) if item.searched else f"the server's models/{m.folder}/{name}"
+                            for name in m.names)
+        lines += [f"- {m.label} ({m.what})", f"    get it: {m.source}", f"    put it in: {where}"]
         if item.searched:
             lines.append("    (searched: " + ", ".join(str(p) for p in item.searched) + ")")
     lines.append("Other folders can be added under the keys faceclip, diffusion_models, vae and insightface "

@@ -6,6 +6,14 @@
 Checks every model file before any work and names what is missing, where to get it and where to put it. Then
 runs the pack's shipped basic workflow (workflows/basic.json) through ComfyUI: a running server given by
 --server, or a server of its own started from --comfyui / COMFYUI_PATH / the ComfyUI this pack is installed in.
+Load Face Detector runs with pack "auto" (antelopev2 if installed, else buffalo_l, else any other pack), whatever
+the workflow stores.
+
+A photo in which no face is found is handled as --on-no-face says, with Prepare Faces' own policies: "raise"
+(default) stops with exit code 1 and a message saying what to try; "text_only" makes the image from the prompt
+alone, without the person's likeness, and warns that it did. "skip" is refused (exit code 2): it drops photos
+without a face, and with the one photo there would be nothing left, so it would only stop like "raise".
+--face-threshold is Load Face Detector's threshold: lower it for a small, dark or turned face that is not found.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -20,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceclip_core.atomic import write_bytes
+from faceclip_core.faces.model_packs import AUTO_PACK
+from faceclip_core.faces.prepare import NO_FACE_POLICIES
 
-from .client import ComfyClient
+from .client import ComfyClient, PromptResult
 from .model_files import describe_missing, find_missing, find_missing_on_server
 from .server import ComfyServer, ServerConfig, ServerStartError
 from .workflow import find_nodes, to_api
@@ -32,6 +43,14 @@ PACK_NAME = "comfyui-faceclip"
 BASIC_WORKFLOW = PACK_DIR / "workflows" / "basic.json"
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_MODELS_MISSING = 1, 2, 3
+EPILOG = ("Face detection uses whichever insightface pack is installed: antelopev2, else buffalo_l (Load Face "
+          "Detector's pack 'auto'). Exit codes: 0 done; 1 generation failed or ComfyUI unusable (the message says "
+          "why, e.g. no face found in the photo); 2 bad arguments; 3 models missing.")
+
+# Prepare Faces' on_no_face policies that mean something for one photo ("skip" would leave no face at all).
+ON_NO_FACE_CHOICES = tuple(policy for policy in NO_FACE_POLICIES if policy != "skip")
+# Load Face Detector's threshold input: default and range.
+FACE_THRESHOLD, FACE_THRESHOLD_RANGE = 0.5, (0.05, 0.95)
 
 
 @dataclass(frozen=True)
@@ -41,10 +60,13 @@ class PortraitRequest:
     steps: int
     width: int
     height: int
+    on_no_face: str = "raise"
+    face_threshold: float = FACE_THRESHOLD
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m faceclip_headless", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m faceclip_headless", description=__doc__.split("\n\n")[0],
+                                epilog=EPILOG)
     p.add_argument("--face", type=Path, required=True, help="a photo of the person (any size; the face is found)")
     p.add_argument("--prompt", required=True, help="what the portrait should show (name the subject: a woman...)")
     p.add_argument("--out", type=Path, default=Path("portrait.png"), help="where to write the PNG")
@@ -53,6 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="sampling steps (official: 50)")
     p.add_argument("--width", type=int, default=864, help="image width (official: 864)")
     p.add_argument("--height", type=int, default=1152, help="image height (official: 1152)")
+    # No argparse choices: "skip" is one of Prepare Faces' policies and deserves its own explanation (check_request).
+    p.add_argument("--on-no-face", default="raise", metavar="{raise,text_only}",
+                   help="when no face is found in --face: raise (default) stops with exit code 1 and says what to "
+                        "try; text_only makes the image from the prompt alone, without the person's likeness, and "
+                        "warns. (Prepare Faces' 'skip' is refused: with one photo nothing would be left.)")
+    p.add_argument("--face-threshold", type=float, default=FACE_THRESHOLD,
+                   help=f"lowest face-detection score that counts as a face, {FACE_THRESHOLD_RANGE[0]:g} to "
+                        f"{FACE_THRESHOLD_RANGE[1]:g} (default {FACE_THRESHOLD:g}, Load Face Detector's threshold); "
+                        "lower it (e.g. 0.3) when a small, dark or turned face is not found")
     p.add_argument("--comfyui", type=Path, help="ComfyUI folder to start (default: COMFYUI_PATH, or the ComfyUI "
                                                 "this pack sits in)")
     p.add_argument("--python", default=sys.executable, help="Python to start ComfyUI with (default: this one)")
@@ -75,10 +106,11 @@ def locate_comfyui(explicit: Path | None) -> Path | None:
 
 
 def portrait_prompt(workflow: dict, object_info: dict, image: str, request: PortraitRequest) -> dict:
-    """The basic workflow as an API prompt, with the user's photo, prompt, seed, steps and size filled in."""
+    """The basic workflow as an API prompt, with the user's photo, prompt, seed, steps, size and no-face settings
+    filled in, and Load Face Detector set to pack "auto" (whatever pack the workflow names)."""
     prompt = to_api(workflow, object_info)
     targets = {t: find_nodes(prompt, t) for t in ("LoadImage", "FaceCLIPEncode", "KSampler", "EmptyLatentImage",
-                                                  "SaveImage")}
+                                                  "SaveImage", "FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces")}
     missing = [t for t, ids in targets.items() if len(ids) != 1]
     if missing:
         raise ValueError(f"{BASIC_WORKFLOW.name} must have exactly one node of each of {', '.join(missing)}")
@@ -87,7 +119,34 @@ def portrait_prompt(workflow: dict, object_info: dict, image: str, request: Port
     one["FaceCLIPEncode"]["prompt"] = request.prompt
     one["KSampler"].update(seed=request.seed, steps=request.steps)
     one["EmptyLatentImage"].update(width=request.width, height=request.height)
+    # "auto": the job runs with whichever insightface pack is installed (the pre-flight accepts either).
+    one["FaceCLIPFaceDetectorLoader"].update(pack=AUTO_PACK, threshold=request.face_threshold)
+    one["FaceCLIPPrepareFaces"]["on_no_face"] = request.on_no_face
     return prompt
+
+
+def is_no_face_error(result: PromptResult, prepare_node: str) -> bool:
+    """Whether the run stopped because Prepare Faces found no face in the photo."""
+    error = result.error or {}
+    return (result.status == "error" and str(error.get("node_id")) == prepare_node
+            and str(error.get("exception_type", "")).endswith("NoFaceError"))
+
+
+def no_face_message(face: Path, server_message: str, threshold: float) -> str:
+    """The no-face error in the CLI's own terms: the server's message advises node inputs the CLI user cannot set,
+    so only its facts (sizes tried, threshold) are kept, and the advice names this command's options."""
+    facts = re.search(r"no face found \(([^)]*)\)", server_message)
+    detail = f" ({facts.group(1)})" if facts else ""
+    return (f"No face was found in {face}{detail}, so there is no one to portray; nothing was written. Try a photo "
+            "where the face is larger, frontal and well lit, or crop it around the face; lower --face-threshold "
+            f"(now {threshold:g}) for a small, dark or turned face; or pass --on-no-face text_only to make the image "
+            "from the prompt alone, without the person's likeness.")
+
+
+def made_without_face(result: PromptResult, prepare_node: str) -> bool:
+    """Whether Prepare Faces kept the photo as a face-free slot (--on-no-face text_only and no face found)."""
+    images = result.outputs.get(prepare_node, {}).get("faceclip_faces") or []
+    return any(image.get("status") == "text_only" for image in images)
 
 
 NO_PACK = ("This ComfyUI (%s) has no FaceCLIP nodes: the pack is not installed there or failed to import (look "
@@ -114,6 +173,15 @@ def check_request(args: argparse.Namespace) -> str | None:
             return f"--{name} must be a multiple of 8 between 64 and {MAX_SIDE} (SDXL's latent grid), got {value}."
     if not 0 <= args.seed < 2 ** 64:
         return f"--seed must be between 0 and 2**64 - 1, got {args.seed}."
+    if args.on_no_face not in ON_NO_FACE_CHOICES:
+        if args.on_no_face == "skip":  # a Prepare Faces policy that means nothing for one photo
+            return ("--on-no-face skip drops photos without a face; with the one --face photo nothing would be left, "
+                    "so it would only stop like 'raise'. Use --on-no-face raise (stop and say so) or text_only "
+                    "(make the image from the prompt alone, without the person's likeness).")
+        return f"--on-no-face must be one of {', '.join(ON_NO_FACE_CHOICES)}, got {args.on_no_face!r}."
+    low, high = FACE_THRESHOLD_RANGE
+    if not low <= args.face_threshold <= high:
+        return f"--face-threshold must be between {low:g} and {high:g}, got {args.face_threshold:g}."
     if args.out.exists() and not args.force:
         return f"{args.out} already exists; choose another --out or pass --force to overwrite it."
     return None
@@ -187,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         logger.error(problem)
         return EXIT_BAD_ARGS
-    request = PortraitRequest(args.prompt, args.seed, args.steps, args.width, args.height)
+    request = PortraitRequest(args.prompt, args.seed, args.steps, args.width, args.height, args.on_no_face,
+                              args.face_threshold)
     with ExitStack() as stack:
         client = _server_for(args, stack)
         if isinstance(client, int):
@@ -201,9 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("Generating: %d steps at %dx%d, seed %d ...", request.steps, request.width, request.height,
                  request.seed)
         result = client.run(prompt)
+        (prepare,) = find_nodes(prompt, "FaceCLIPPrepareFaces")
+        if is_no_face_error(result, prepare):
+            logger.error(no_face_message(args.face, str(result.error.get("exception_message", "")),
+                                         request.face_threshold))
+            return EXIT_FAILED
         if not result.ok:
             logger.error("ComfyUI could not make the portrait: %s", result.describe_error())
             return EXIT_FAILED
+        if made_without_face(result, prepare):
+            logger.warning("No face was found in %s, so the image was made from the prompt alone, without the "
+                           "person's likeness (--on-no-face text_only).", args.face)
         (save,) = find_nodes(prompt, "SaveImage")
         images = result.images(save)
         if not images:

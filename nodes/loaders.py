@@ -5,7 +5,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..faceclip_core import WEIGHT_DTYPES
-from ..faceclip_core.faces import PROVIDER_CHOICES, list_model_packs, load_face_models
+from ..faceclip_core.faces import AUTO_PACK, PROVIDER_CHOICES, list_model_packs, load_face_models
 from .faceclip_model import DEVICES, FaceCLIPModel
 from .folders import FACECLIP, INSIGHTFACE
 from .types import FaceCLIP, FaceModels
@@ -45,7 +45,11 @@ class FaceCLIPLoader(io.ComfyNode):
 class FaceCLIPFaceDetectorLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        packs = list_model_packs(folder_paths.get_folder_paths(INSIGHTFACE)) or ["antelopev2"]
+        # "auto" first and default, so shared workflows run with whichever pack the user has. With no pack
+        # installed, "antelopev2" stays listed so workflows that name it still validate and reach the loader's
+        # message saying where to get a pack, instead of ComfyUI's bare "value not in list".
+        installed = [p for p in list_model_packs(folder_paths.get_folder_paths(INSIGHTFACE)) if p != AUTO_PACK]
+        packs = [AUTO_PACK, *(installed or ["antelopev2"])]
         return io.Schema(
             node_id="FaceCLIPFaceDetectorLoader",
             search_aliases=["insightface", "antelopev2", "buffalo_l", "face detector", "ArcFace"],
@@ -54,9 +58,11 @@ class FaceCLIPFaceDetectorLoader(io.ComfyNode):
             description="Loads an insightface model pack: the SCRFD face detector (required) and, when the pack "
                         "has one, the ArcFace recognizer used by Face Similarity. Runs with onnxruntime.",
             inputs=[
-                io.Combo.Input("pack", options=packs, default="antelopev2" if "antelopev2" in packs else packs[0],
-                               tooltip="A folder in models/insightface (or any insightface folder in "
-                                       "extra_model_paths.yaml) holding the pack's .onnx files."),
+                io.Combo.Input("pack", options=packs, default=AUTO_PACK,
+                               tooltip="auto: antelopev2 if installed, else buffalo_l, else the first other pack "
+                                       "found (the log names the pack used). Or a folder in models/insightface "
+                                       "(or any insightface folder in extra_model_paths.yaml) holding the pack's "
+                                       ".onnx files."),
                 io.Combo.Input("provider", options=list(PROVIDER_CHOICES), default="CPU",
                                tooltip="Where onnxruntime runs the models. CPU is fast enough for reference "
                                        "photos; the others need the matching onnxruntime build (see the log "

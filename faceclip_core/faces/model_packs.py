@@ -74,6 +74,11 @@ class ModelPack:
 # Where the packs are published, and on what terms (the pack never downloads them).
 INSIGHTFACE_MODEL_ZOO = "https://github.com/deepinsight/insightface/tree/master/model_zoo"
 INSIGHTFACE_LICENCE = "non-commercial research use only"
+#: The pack choice that stands for whichever pack is installed (see resolve_auto_pack).
+AUTO_PACK = "auto"
+#: The order "auto" tries named packs in: antelopev2 is what FaceCLIP was trained with; buffalo_l's detector finds
+#: and aligns faces the same way (only its recognizer differs).
+PREFERRED_PACKS = ("antelopev2", "buffalo_l")
 PACK_SOURCE_HINT = (f"Download antelopev2 (or buffalo_l, which works the same here) from insightface's model zoo, "
                     f"{INSIGHTFACE_MODEL_ZOO} ({INSIGHTFACE_LICENCE})")
 
@@ -227,15 +232,10 @@ def _candidate_folders(roots: Sequence[str | os.PathLike], pack: str) -> list[Pa
     return list(dict.fromkeys(out))
 
 
-def find_model_pack(roots: Sequence[str | os.PathLike] | str | os.PathLike, pack: str = "antelopev2",
-                    *, with_recognizer: bool = False) -> ModelPack:
-    """Locate ``pack`` under any of ``roots`` and identify its detector (and, ``with_recognizer``, its recognizer).
-
-    Raises FaceModelError naming every folder searched and the files expected when no
-    folder holds a usable detector (missing pack, wrong nesting, a broken download,
-    or a detector without landmarks)."""
-    if isinstance(roots, (str, os.PathLike)):
-        roots = [roots]
+def _search_pack(roots: Sequence[str | os.PathLike], pack: str, with_recognizer: bool
+                 ) -> tuple[ModelPack | None, list[str], list[Path]]:
+    """The first folder of ``pack`` under ``roots`` with a usable detector, the problems seen on the way (broken
+    files, detectors without landmarks) and every folder looked at."""
     folders = _candidate_folders(roots, pack)
     problems: list[str] = []
     for folder in folders:
@@ -266,18 +266,80 @@ def find_model_pack(roots: Sequence[str | os.PathLike] | str | os.PathLike, pack
             recognizer = _find_recognizer(folder, onnx_files, detector, problems)
         logger.info("face model pack %r: %s (detector %s, recognizer %s)", pack, folder,
                     detector.name, recognizer.name if recognizer else None)
-        return ModelPack(pack, folder, detector, recognizer, tuple(folders))
+        return ModelPack(pack, folder, detector, recognizer, tuple(folders)), problems, folders
+    return None, problems, folders
+
+
+def find_model_pack(roots: Sequence[str | os.PathLike] | str | os.PathLike, pack: str = "antelopev2",
+                    *, with_recognizer: bool = False) -> ModelPack:
+    """Locate ``pack`` under any of ``roots`` and identify its detector (and, ``with_recognizer``, its recognizer).
+
+    ``pack`` is a folder name, an absolute folder, or ``"auto"`` (see :func:`resolve_auto_pack`).
+    Raises FaceModelError naming every folder searched and the files expected when no
+    folder holds a usable detector (missing pack, wrong nesting, a broken download,
+    or a detector without landmarks)."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    if pack == AUTO_PACK:
+        return resolve_auto_pack(roots, with_recognizer=with_recognizer)
+    found, problems, folders = _search_pack(roots, pack, with_recognizer)
+    if found is not None:
+        return found
     searched = "\n  ".join(str(f) for f in folders) or "(no folders: no roots given)"
     if problems:  # the pack is there, but broken: say so, not "not found"
         raise FaceModelError(
             f"insightface model pack {pack!r} was found but cannot be used:\n  " + "\n  ".join(problems) +
             f"\nDownload the pack again and unzip it into models/insightface/{pack}/ (expected "
             f"{EXPECTED_FILES_HINT}).")
+    # An old workflow names antelopev2 on a machine that has buffalo_l: point at what is there.
+    installed = [] if Path(os.path.expanduser(pack)).is_absolute() else list_model_packs(roots)
+    other = (f" Installed here: {', '.join(installed)}; choose one of them, or {AUTO_PACK!r} to use whichever "
+             "is installed." if installed else "")
     raise FaceModelError(
         f"insightface model pack {pack!r} not found. Searched:\n  {searched}\n"
         f"Expected {EXPECTED_FILES_HINT}. Put the unzipped pack in "
         f"models/insightface/{pack}/ (the .onnx files directly inside, not in a further "
-        f"sub-folder). Nothing is downloaded automatically. {PACK_SOURCE_HINT}.")
+        f"sub-folder).{other} Nothing is downloaded automatically. {PACK_SOURCE_HINT}.")
+
+
+def resolve_auto_pack(roots: Sequence[str | os.PathLike] | str | os.PathLike, *,
+                      with_recognizer: bool = False) -> ModelPack:
+    """The model pack that ``pack="auto"`` stands for: antelopev2 when a usable one is installed, else buffalo_l,
+    else the first other usable pack folder (roots in order, folders alphabetically, as :func:`list_model_packs`
+    lists them). The returned ModelPack carries the real name, and the choice is logged.
+
+    Usable means the folder holds a face detector with landmarks (its ONNX signature is read). A pack that is there
+    but broken (truncated download, detector without landmarks) is passed over with a warning, so a half-downloaded
+    antelopev2 does not hide a working buffalo_l; whether a pack has a recognizer does not change the choice
+    (detection and alignment need none; likeness scores say so when it is missing).
+
+    Raises FaceModelError: the usual "not found" message (where to get a pack, its licence, where to put it) when
+    no pack is installed, or every broken pack's problems when none is usable.
+    """
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    broken: list[str] = []
+    for name in dict.fromkeys([*PREFERRED_PACKS, *list_model_packs(roots)]):
+        found, problems, _ = _search_pack(roots, name, with_recognizer)
+        if found is not None:
+            if broken:
+                logger.warning("face model pack %r: passed over unusable pack(s):\n  %s", AUTO_PACK,
+                               "\n  ".join(broken))
+            logger.info("face model pack %r chose %s (%s)", AUTO_PACK, found.name, found.folder)
+            return found
+        broken += problems
+    if broken:
+        raise FaceModelError(
+            f"face model pack {AUTO_PACK!r}: insightface model packs were found but none can be used:\n  "
+            + "\n  ".join(broken) + "\nDownload the pack again and unzip it into models/insightface/<pack>/ "
+            f"(expected {EXPECTED_FILES_HINT}).")
+    searched = "\n  ".join(str(Path(os.path.expanduser(str(r)))) for r in roots) or "(no folders: no roots given)"
+    raise FaceModelError(
+        f"no insightface model pack found (pack {AUTO_PACK!r} uses {' or '.join(PREFERRED_PACKS)}, or any other "
+        f"pack folder). Searched these folders and their models/ sub-folders:\n  {searched}\n"
+        f"Expected {EXPECTED_FILES_HINT}. Put the unzipped pack in models/insightface/antelopev2/ "
+        "(the .onnx files directly inside, not in a further sub-folder). Nothing is downloaded automatically. "
+        f"{PACK_SOURCE_HINT}.")
 
 
 def _find_recognizer(folder: Path, onnx_files: list[Path], detector: Path,

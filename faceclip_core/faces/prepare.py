@@ -150,7 +150,7 @@ def _no_face_reason(index: int, total: int, faces: tuple, selection: FaceSelecti
         return (f"{where}: no face found (detector sizes tried: "
                 f"{', '.join(map(str, tried)) or 'none'}; threshold {cfg.threshold:g}). "
                 "Try a photo where the face is larger, frontal and well lit, crop the "
-                "photo around the face, or lower the threshold on Load Face Detector")
+                "photo around the face, or lower Load Face Detector's threshold (an advanced input)")
     return (f"{where}: {len(faces)} face(s) found, so {describe_selection(selection)} (index "
             f"{selection.index}) does not exist. Use a smaller index or another selection; the preview numbers "
             "every face")
@@ -192,7 +192,9 @@ def prepare_faces(images: Any, detector: FaceDetector, *,
             reason = _no_face_reason(i, total, result.faces, cfg.selection, cfg.detection,
                                      result.tried_sizes)
             if cfg.on_no_face == "raise":
-                raise NoFaceError(reason + ", or set on_no_face to 'skip' or 'text_only'.",
+                # 'skip' only helps when other photos remain: skipping the only photo stops the run anyway.
+                policies = "'text_only'" if total == 1 else "'skip' or 'text_only'"
+                raise NoFaceError(f"{reason}, or set on_no_face to {policies}.",
                                   image_index=i, faces_found=len(result.faces))
             logger.warning("%s; %s", reason,
                            "image skipped" if cfg.on_no_face == "skip" else "face-free slot")

@@ -82,7 +82,7 @@ def load_face_recognizer(roots: Sequence[str | os.PathLike] | str | os.PathLike,
     info = find_model_pack(roots, pack, with_recognizer=True)
     if info.recognizer is None:
         raise FaceModelError(
-            f"model pack {pack!r} in {info.folder} has no ArcFace recognition model "
+            f"model pack {info.name!r} in {info.folder} has no ArcFace recognition model "
             "(glintr100.onnx in antelopev2, w600k_r50.onnx in buffalo_l); detection and "
             "alignment work without it, similarity scores need it")
     return load_recognizer_file(info.recognizer, provider, pack=info)

@@ -99,12 +99,26 @@ def test_new_seed_reuses_faces_and_encoding(client, photos):
     assert "sample" in second.executed
 
 
+def test_pack_auto_is_listed_first_and_runs_with_the_installed_pack(client, photos, comfy_server):
+    schema = client.object_info("FaceCLIPFaceDetectorLoader")["FaceCLIPFaceDetectorLoader"]
+    spec = schema["input"]["required"]["pack"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+    assert options[0] == "auto" and spec[1].get("default") == "auto"
+    assert "antelopev2" in options  # workflows saved with the pack's name still validate
+    result = client.run(face_graph(photos["one_face.png"], pack="auto", seed=5))
+    assert result.ok, result.describe_error()
+    assert png_pixels(client, result).shape == (64, 64, 3)
+    assert "face model pack 'auto' chose antelopev2" in comfy_server.log_text()  # the shared base's pack
+
+
 def test_no_face_raises_naming_the_photo_and_the_server_keeps_serving(client, photos):
     failed = client.run(face_graph(photos["no_face.png"]))
     assert failed.status == "error"
     assert failed.error["node_id"] == "faces"
     message = failed.error["exception_message"]
-    assert "image 1 of 1" in message and "no face found" in message and "on_no_face" in message
+    assert "image 1 of 1" in message and "no face found" in message and "on_no_face to 'text_only'" in message
+    assert "'skip'" not in message  # skipping the only photo would stop the run all the same
+    assert "Load Face Detector's threshold" in message  # an input that exists (advanced)
     assert client.run(face_graph(photos["one_face.png"], seed=3)).ok
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, comfyui_dir
-from tests.harness.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, make_pack, scene
 
 MODEL_FILES = {
     "faceclip": "faceclip_sdxl_encoder.safetensors",
@@ -53,13 +53,17 @@ def model_root(tmp_path: Path, present: set[str]) -> Path:
 
 def test_missing_models_are_named_with_source_and_destination(photo, tmp_path):
     yaml = model_root(tmp_path, present={"vae"})
+    # a recognizer alone detects nothing: no pack for the job
+    (tmp_path / "my_models" / "insightface" / "buffalo_l").mkdir()
+    (tmp_path / "my_models" / "insightface" / "buffalo_l" / "w600k_r50.onnx").write_bytes(b"placeholder")
     out = tmp_path / "portrait.png"
     r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(out),
                      "--comfyui", str(comfyui_dir()), "--extra-model-paths-config", str(yaml))
     assert r.returncode == 3, r.stderr
     assert "3 model file(s) missing" in r.stderr
-    for name in ("faceclip_sdxl_encoder.safetensors", "faceclip_sdxl_unet.safetensors", "antelopev2"):
+    for name in ("faceclip_sdxl_encoder.safetensors", "faceclip_sdxl_unet.safetensors", "antelopev2 or buffalo_l"):
         assert f"- {name}" in r.stderr
+    assert "antelopev2/scrfd_10g_bnkps.onnx" in r.stderr and "buffalo_l/det_10g.onnx" in r.stderr
     assert "- sdxl_vae.safetensors" not in r.stderr  # found through the yaml's vae entry
     assert "huggingface.co/ByteDance/FaceCLIP" in r.stderr and "CC-BY-NC-4.0" in r.stderr
     assert f"put it in: {comfyui_dir() / 'models' / 'faceclip' / 'faceclip_sdxl_encoder.safetensors'}" in r.stderr
@@ -92,11 +96,13 @@ def test_portrait_through_a_running_server(comfy_server, tmp_path):
 
 
 def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
-    """The README's command as a user runs it: ComfyUI started for the job, models found via their yaml."""
+    """The README's command as a user runs it: ComfyUI started for the job, models found via their yaml. This user
+    has buffalo_l and no antelopev2: the models check accepts it, and Load Face Detector's "auto" takes it."""
     models = comfy_base / "models"
+    make_pack(tmp_path / "insightface" / "buffalo_l", "buffalo_l")  # apart from the shared base's antelopev2
     yaml = tmp_path / "my_paths.yaml"
     yaml.write_text(f"mine:\n  base_path: {models}\n  faceclip: faceclip\n  diffusion_models: diffusion_models\n"
-                    "  vae: vae\n  insightface: insightface\n")
+                    f"  vae: vae\nfaces:\n  base_path: {tmp_path}\n  insightface: insightface\n")
     out = tmp_path / "portrait.png"
     r = run_main_job("--face", str(face_photo(tmp_path)), "--prompt", "A man in a grey coat", "--out", str(out),
                      "--comfyui", str(comfyui_dir()), "--extra-model-paths-config", str(yaml), "--steps", "2",
@@ -105,15 +111,44 @@ def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
     assert_png(out, (64, 96))
 
 
-def test_a_photo_without_a_face_is_reported(comfy_server, tmp_path):
+def landscape(tmp_path: Path) -> Path:
     photo = tmp_path / "landscape.png"
     Image.fromarray(scene(128, 128, [])).save(photo)
+    return photo
+
+
+def test_a_photo_without_a_face_is_reported(comfy_server, tmp_path):
+    photo = landscape(tmp_path)
     out = tmp_path / "portrait.png"
     r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(out), "--server", comfy_server.url,
                      "--steps", "2", "--width", "64", "--height", "64")
     assert r.returncode == 1
-    assert "no face found" in r.stderr
+    assert f"No face was found in {photo} (detector sizes tried: " in r.stderr
+    # advice names only what this command offers: its own options and a better photo, not node inputs
+    assert "--on-no-face text_only" in r.stderr and "--face-threshold (now 0.5)" in r.stderr
+    assert "crop it around the face" in r.stderr
+    assert "on_no_face" not in r.stderr and "Load Face Detector" not in r.stderr and "skip" not in r.stderr
     assert not out.exists()
+
+
+def test_no_face_text_only_makes_the_image_from_the_prompt_and_says_so(comfy_server, tmp_path):
+    photo = landscape(tmp_path)
+    out = tmp_path / "portrait.png"
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(out), "--server", comfy_server.url,
+                     "--steps", "2", "--width", "64", "--height", "64", "--on-no-face", "text_only")
+    assert r.returncode == 0, r.stderr
+    assert_png(out, (64, 64))
+    assert f"No face was found in {photo}, so the image was made from the prompt alone" in r.stderr
+
+
+def test_the_face_threshold_reaches_the_detector(comfy_server, tmp_path):
+    photo = tmp_path / "faint.png"
+    Image.fromarray(scene(256, 256, [MarkerFace((60, 50, 180, 190), 0.6)])).save(photo)  # scores 0.6
+    r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
+                     "--server", comfy_server.url, "--steps", "2", "--width", "64", "--height", "64",
+                     "--face-threshold", "0.7")
+    assert r.returncode == 1, r.stderr
+    assert "threshold 0.7)" in r.stderr and "--face-threshold (now 0.7)" in r.stderr
 
 
 def test_the_test_environment_is_never_used_as_the_users_comfyui(photo, tmp_path):
@@ -171,6 +206,9 @@ def test_a_comfyui_without_the_pack_is_named_as_such(photo, tmp_path):
     (["--width", "100"], "--width must be a multiple of 8"),
     (["--height", "20000"], "--height must be a multiple of 8"),
     (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
+    (["--on-no-face", "skip"], "with the one --face photo nothing would be left"),
+    (["--on-no-face", "ignore"], "--on-no-face must be one of raise, text_only, got 'ignore'"),
+    (["--face-threshold", "0"], "--face-threshold must be between 0.05 and 0.95"),
 ])
 def test_bad_settings_are_refused_before_anything_is_contacted(photo, tmp_path, args, message):
     r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
