@@ -103,10 +103,18 @@ def to_module_state_dict(sd: MutableMapping[str, torch.Tensor], dtype_of: Callab
             tensor = tensor.reshape(tensor.shape[1:])
         # the projections a gamma scales wait for it (below), in the file's precision
         out[name] = tensor if _SCALED.match(name) else tensor.to(device=device, dtype=dtype_of(name))
+    fold_layer_scales(out, gammas, _GAMMA, dtype_of, device)
+    return out
+
+
+def fold_layer_scales(out: MutableMapping[str, torch.Tensor], gammas: dict[str, torch.Tensor], pattern: re.Pattern,
+                      dtype_of: Callable[[str], torch.dtype], device: torch.device | str) -> None:
+    """Scale each BiAttention output projection in ``out`` (still in the file's precision) by its layer-scale
+    vector, in float32, then cast it to its layer's dtype. ``pattern`` matches a gamma's official name and captures
+    (its fusion layer's name, "v" or "l")."""
     for official, gamma in gammas.items():
-        layer, stream = _GAMMA.match(official).groups()
+        layer, stream = pattern.match(official).groups()
         for part in ("weight", "bias"):
             name = f"{layer}.attn.out_{stream}_proj.{part}"
             scale = gamma[:, None] if part == "weight" else gamma
             out[name] = (out[name].float() * scale).to(device=device, dtype=dtype_of(name))
-    return out

@@ -107,6 +107,36 @@ class FaceCLIPBranch(nn.Module):
         return {"id_token": id_tok, "text_hidden": hidden, "pooled": pooled, "fused": fused}
 
 
+def check_faces(faces: Any) -> torch.Tensor:
+    """Refuse, saying what to do, anything but a non-empty float RGB batch [B,3,H,W] in [0,1]; return it detached in
+    float32 on its device."""
+    if not isinstance(faces, torch.Tensor):
+        raise FaceCLIPInputError(f"faces must be a torch.Tensor [B,3,H,W], got {type(faces).__name__}")
+    if faces.ndim == 3 and faces.shape[0] == 3:
+        raise FaceCLIPInputError(f"faces must be batched [B,3,H,W], got {tuple(faces.shape)}; "
+                                 "add a batch dimension with faces[None]")
+    if faces.ndim != 4 or faces.shape[1] != 3:
+        hint = ""
+        if faces.ndim == 4 and faces.shape[-1] in (3, 4):
+            hint = " (this looks channels-last like a ComfyUI IMAGE [B,H,W,C]: use image[..., :3].permute(0,3,1,2))"
+        raise FaceCLIPInputError(f"faces must be RGB [B,3,H,W], got shape {tuple(faces.shape)}{hint}")
+    if faces.shape[0] == 0 or faces.shape[2] == 0 or faces.shape[3] == 0:
+        raise FaceCLIPInputError(f"faces is empty: shape {tuple(faces.shape)}")
+    if not faces.is_floating_point():
+        raise FaceCLIPInputError(f"faces must be float in [0,1], got dtype {faces.dtype}"
+                                 + ("; divide uint8 images by 255" if faces.dtype == torch.uint8 else ""))
+    f32 = faces.detach().float()
+    if not torch.isfinite(f32).all():
+        raise FaceCLIPInputError("faces contains NaN or infinite values")
+    lo, hi = f32.min().item(), f32.max().item()
+    # A little slack for resampling overshoot upstream; anything further off is a wrong convention.
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        hint = " (0..255 pixels? divide by 255)" if hi > 1.5 else " ([-1,1] normalised? use (x+1)/2)" \
+            if lo < -0.5 else ""
+        raise FaceCLIPInputError(f"faces must be RGB in [0,1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
+    return f32
+
+
 @dataclass(frozen=True)
 class EncodeInputs:
     faces: torch.Tensor  # [B, 3, 112, 112] compute dtype, zeros where mask is False
@@ -146,32 +176,8 @@ class FaceCLIPEncoder(nn.Module):
     def prepare(self, faces: torch.Tensor, prompts: Sequence[str], face_mask: Any) -> EncodeInputs:
         """Validate the arguments of :meth:`encode` and turn them into model inputs, on the faces' device. Faces on
         the CPU are checked without any device synchronisation."""
-        if not isinstance(faces, torch.Tensor):
-            raise FaceCLIPInputError(f"faces must be a torch.Tensor [B,3,H,W], got {type(faces).__name__}")
-        if faces.ndim == 3 and faces.shape[0] == 3:
-            raise FaceCLIPInputError(f"faces must be batched [B,3,H,W], got {tuple(faces.shape)}; "
-                                     "add a batch dimension with faces[None]")
-        if faces.ndim != 4 or faces.shape[1] != 3:
-            hint = ""
-            if faces.ndim == 4 and faces.shape[-1] in (3, 4):
-                hint = " (this looks channels-last like a ComfyUI IMAGE [B,H,W,C]: use image[..., :3].permute(0,3,1,2))"
-            raise FaceCLIPInputError(f"faces must be RGB [B,3,H,W], got shape {tuple(faces.shape)}{hint}")
+        f32 = check_faces(faces)
         b = faces.shape[0]
-        if b == 0 or faces.shape[2] == 0 or faces.shape[3] == 0:
-            raise FaceCLIPInputError(f"faces is empty: shape {tuple(faces.shape)}")
-        if not faces.is_floating_point():
-            raise FaceCLIPInputError(f"faces must be float in [0,1], got dtype {faces.dtype}"
-                                     + ("; divide uint8 images by 255" if faces.dtype == torch.uint8 else ""))
-        f32 = faces.detach().float()
-        if not torch.isfinite(f32).all():
-            raise FaceCLIPInputError("faces contains NaN or infinite values")
-        lo, hi = f32.min().item(), f32.max().item()
-        # A little slack for resampling overshoot upstream; anything further off is a wrong convention.
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            hint = " (0..255 pixels? divide by 255)" if hi > 1.5 else " ([-1,1] normalised? use (x+1)/2)" \
-                if lo < -0.5 else ""
-            raise FaceCLIPInputError(f"faces must be RGB in [0,1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
-
         prompts = check_prompts(prompts)
         if len(prompts) != b:
             raise FaceCLIPInputError(f"got {b} face(s) but {len(prompts)} prompt(s); give one prompt per face")

@@ -26,6 +26,8 @@ class FaceViTConfig:
     embed_size: int = 512
     ln_eps: float = 1e-5
     bn_eps: float = 2e-5  # arcface_torch's BatchNorm1d eps; the difference to 1e-5 is visible
+    # FaceT5 (the FLUX variant) reads only the patch tokens: its checkpoint's feature head is never built there.
+    feature_head: bool = True
 
     @property
     def grid(self) -> int:
@@ -110,14 +112,19 @@ class FaceViT(nn.Module):
         self.pos_embed = ops.Embedding(cfg.num_patches, cfg.dim, device=device, dtype=dtype)
         self.blocks = nn.ModuleList(ViTBlock(cfg, device, dtype, ops) for _ in range(cfg.depth))
         self.norm = ops.LayerNorm(cfg.dim, eps=cfg.ln_eps, device=device, dtype=torch.float32)
-        self.feature = FeatureHead(cfg, device, dtype, ops)
+        if cfg.feature_head:
+            self.feature = FeatureHead(cfg, device, dtype, ops)
 
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``img`` [B, 3, 112, 112] in the compute dtype -> (embedding [B, 512], patch tokens [B, 144, dim])."""
+    def patch_tokens(self, img: torch.Tensor) -> torch.Tensor:
+        """``img`` [B, 3, 112, 112] in the compute dtype -> patch tokens [B, 144, dim] after the final LayerNorm."""
         x = self.patch_embed(img)
         x = x + positions(self.pos_embed, x)
         for block in self.blocks:
             x = block(x)
-        patches = layer_norm_fp32(self.norm, x)
+        return layer_norm_fp32(self.norm, x)
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``img`` [B, 3, 112, 112] in the compute dtype -> (embedding [B, 512], patch tokens [B, 144, dim])."""
+        patches = self.patch_tokens(img)
         emb = self.feature(patches.reshape(patches.shape[0], -1))
         return emb, patches

@@ -1,10 +1,10 @@
 """Small building blocks shared by the text tower, face ViT and fuser.
 
-``operations`` follows ComfyUI's convention: a namespace whose ``Linear``, ``LayerNorm``, ``Conv2d``, ``Embedding``
-and ``BatchNorm2d`` take ``(..., device=..., dtype=...)``. The default is ``torch.nn`` without weight init; the
-nodes pass ``comfy.ops.manual_cast``. Every weight of the encoder lives in one of these layers, so ComfyUI's model
-manager can cast it, move it, load it partially or stream it like any core model's weights; where the released
-checkpoint's names do not fit a layer, ``checkpoint_layout`` renames them at load.
+``operations`` follows ComfyUI's convention: a namespace whose ``Linear``, ``LayerNorm``, ``Conv2d``, ``Embedding``,
+``BatchNorm2d`` and ``RMSNorm`` take ``(..., device=..., dtype=...)``. The default is ``torch.nn`` without weight
+init; the nodes pass ``comfy.ops.manual_cast``. Every weight of the encoder lives in one of these layers, so
+ComfyUI's model manager can cast it, move it, load it partially or stream it like any core model's weights; where
+the released checkpoint's names do not fit a layer, ``checkpoint_layout`` renames them at load.
 """
 from __future__ import annotations
 
@@ -44,8 +44,12 @@ class BatchNorm2d(_NoInit, nn.BatchNorm2d):
     pass
 
 
+class RMSNorm(_NoInit, nn.RMSNorm):
+    pass
+
+
 DEFAULT_OPERATIONS = SimpleNamespace(Linear=Linear, LayerNorm=LayerNorm, Conv2d=Conv2d, Embedding=Embedding,
-                                     BatchNorm2d=BatchNorm2d)
+                                     BatchNorm2d=BatchNorm2d, RMSNorm=RMSNorm)
 
 
 def ops_or_default(operations: Any | None) -> Any:
@@ -53,8 +57,9 @@ def ops_or_default(operations: Any | None) -> Any:
 
 
 def layer_norm_fp32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm computed in float32 and cast back, as open_clip's LayerNormFp32 (safe in fp16/bf16). The norm's
-    parameters are held in float32; ComfyUI's layers cast them to the float32 input when they live elsewhere."""
+    """LayerNorm (or RMSNorm) computed in float32 and cast back, as open_clip's LayerNormFp32 (safe in fp16/bf16).
+    The norm's parameters are held in float32; ComfyUI's layers cast them to the float32 input when they live
+    elsewhere."""
     return norm(x.float()).to(x.dtype)
 
 
@@ -82,11 +87,13 @@ def merge_heads(t: torch.Tensor) -> torch.Tensor:
 
 
 def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
-                         mask: torch.Tensor | None = None) -> torch.Tensor:
+                         mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """Scaled dot-product attention over [B, N, C] inputs split into ``heads`` head-major chunks; ``mask`` is an
-    additive [Nq, Nk] mask."""
+    additive mask broadcastable to [B, heads, Nq, Nk] ([Nq, Nk] for one shared by all heads); ``scale`` replaces
+    the default head_dim^-0.5 (T5 attends unscaled: 1.0)."""
     return merge_heads(F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads),
-                                                      split_heads(v, heads), attn_mask=mask, is_causal=causal))
+                                                      split_heads(v, heads), attn_mask=mask, is_causal=causal,
+                                                      scale=scale))
 
 
 class PackedAttention(nn.Module):

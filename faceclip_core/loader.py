@@ -36,6 +36,8 @@ ACTIVATIONS = {"face_clip_l": "quick_gelu", "face_clip_g": "gelu"}
 _SIGNATURE = ("token_embedding.weight", "positional_embedding", "face_encoder.pos_embed", "proj1.weight",
               "fuser.encoder.fusion_layers.0.attn.v_proj.weight", "transformer.resblocks.0.attn.in_proj_weight")
 _PREFIXES = ("model.", "module.")
+# Key prefixes only a FaceT5-FLUX encoder has (its T5 stack), so that file can be named and sent to its loader.
+FACET5_KEY_PREFIXES = ("encoder_2.t5_encoder.", "model.encoder_2.t5_encoder.", "module.encoder_2.t5_encoder.")
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
@@ -148,13 +150,38 @@ def check_signature(sd: Mapping[str, torch.Tensor]) -> None:
         return
     sample = ", ".join(sorted(sd)[:4]) or "no keys at all"
     hint = ""
-    if any(k.startswith(("down_blocks.", "input_blocks.", "model.diffusion_model.")) for k in sd):
+    if any(k.startswith(FACET5_KEY_PREFIXES) for k in sd):
+        hint = (" It is a FaceT5-FLUX encoder (face_t5_encoder.pt, FaceCLIP's FLUX variant): load it with the "
+                "\"Load FaceT5\" node (faceclip_core.load_facet5_encoder), not \"Load FaceCLIP\".")
+    elif any(k.startswith(("down_blocks.", "input_blocks.", "model.diffusion_model.")) for k in sd):
         hint = " It looks like a UNet: load it with ComfyUI's UNet loader instead."
     elif any("text_model." in k for k in sd):
         hint = " It looks like a stock CLIP text encoder; FaceCLIP ships its own towers in face_clip_encoder.pt."
     raise FaceCLIPStateDictError(
         "not a FaceCLIP-SDXL encoder state dict: expected keys under face_clip_l.* and face_clip_g.* (as in "
         f"face_clip_encoder.pt); found keys like {sample}.{hint}", missing=missing)
+
+
+def infer_face_vit_config(sd: Mapping[str, torch.Tensor], prefix: str, feature_head: bool = True) -> FaceViTConfig:
+    """The arcface face ViT under ``prefix`` (e.g. ``face_clip_l.face_encoder.``), from its tensors' shapes. Raises
+    KeyError / ValueError for a missing key or an inconsistent patch grid."""
+    _, n_patches, vdim = _shape(sd, prefix + "pos_embed")
+    patch = _shape(sd, prefix + "patch_embed.proj.weight")[-1]
+    img_size = 112  # fixed by FaceCLIP's resize; the patch grid follows from it
+    grid = img_size // patch
+    if grid * grid != n_patches:
+        raise ValueError(f"face ViT pos_embed has {n_patches} patches, but a {img_size}px face with patch size "
+                         f"{patch} gives {grid * grid}")
+    return FaceViTConfig(
+        dim=vdim,
+        depth=_count(sd, prefix + "blocks.#.attn.qkv.weight"),
+        heads=8,
+        mlp_hidden=_shape(sd, prefix + "blocks.0.mlp.fc1.weight")[0],
+        img_size=img_size,
+        patch_size=patch,
+        embed_size=_shape(sd, prefix + "feature.2.weight")[0],
+        feature_head=feature_head,
+    )
 
 
 def infer_branch_config(sd: Mapping[str, torch.Tensor], branch: str) -> BranchConfig:
@@ -170,22 +197,8 @@ def infer_branch_config(sd: Mapping[str, torch.Tensor], branch: str) -> BranchCo
             context_length=context,
             vocab_size=_shape(sd, p + "token_embedding.weight")[0],
         )
-        _, n_patches, vdim = _shape(sd, p + "face_encoder.pos_embed")
-        patch = _shape(sd, p + "face_encoder.patch_embed.proj.weight")[-1]
-        img_size = 112  # fixed by FaceCLIP's resize; the patch grid follows from it
-        grid = img_size // patch
-        if grid * grid != n_patches:
-            raise ValueError(f"face ViT pos_embed has {n_patches} patches, but a {img_size}px face with patch size "
-                             f"{patch} gives {grid * grid}")
-        face = FaceViTConfig(
-            dim=vdim,
-            depth=_count(sd, p + "face_encoder.blocks.#.attn.qkv.weight"),
-            heads=8,
-            mlp_hidden=_shape(sd, p + "face_encoder.blocks.0.mlp.fc1.weight")[0],
-            img_size=img_size,
-            patch_size=patch,
-            embed_size=_shape(sd, p + "face_encoder.feature.2.weight")[0],
-        )
+        face = infer_face_vit_config(sd, p + "face_encoder.")
+        grid = face.grid
         f = p + "fuser.encoder."
         deform_heads, levels = 8, 1
         fuser = FuserConfig(
@@ -239,14 +252,15 @@ def face_encoders_identical(sd: StateDict) -> bool:
     return True
 
 
-def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> None:
+def _check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]],
+                model: str = "FaceCLIP-SDXL encoder") -> None:
     missing = sorted(k for k in expected if k not in sd)
     unexpected = sorted(k for k in sd if k not in expected)
     mismatched = sorted(f"{k} {tuple(sd[k].shape)} (expected {shape})" for k, shape in expected.items()
                         if k in sd and tuple(sd[k].shape) != shape)
     if missing or unexpected or mismatched:
         raise FaceCLIPStateDictError(
-            "the state dict does not match the FaceCLIP-SDXL encoder architecture inferred from it (the file is "
+            f"the state dict does not match the {model} architecture inferred from it (the file is "
             "incomplete, from another FaceCLIP variant, or edited)",
             missing=missing, unexpected=unexpected, mismatched=mismatched)
 

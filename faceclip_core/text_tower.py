@@ -28,7 +28,8 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-_ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu}
+# Activation name in a TextTowerConfig -> function (also used by FaceT5's CLIP-L).
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu}
 
 
 class TextMLP(nn.Module):
@@ -36,7 +37,7 @@ class TextMLP(nn.Module):
         super().__init__()
         self.c_fc = operations.Linear(cfg.width, cfg.mlp_width, bias=True, device=device, dtype=dtype)
         self.c_proj = operations.Linear(cfg.mlp_width, cfg.width, bias=True, device=device, dtype=dtype)
-        self.act = _ACTIVATIONS[cfg.activation]
+        self.act = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.act(self.c_fc(x)))

@@ -3,6 +3,10 @@
 FaceCLIP's text towers were trained with open_clip's tokenizer, which differs from the Hugging Face / ComfyUI
 CLIP tokenizers in ways that change the ids: it pads with 0 (not EOT), lower-cases after ftfy and a double HTML
 unescape, and has no prompt-weight syntax. The merge list ships in ``data/`` so nothing is downloaded.
+
+FaceT5 (the FLUX variant) feeds its CLIP-L through Hugging Face's slow ``CLIPTokenizer`` instead: the same BPE and
+merges, but padded with EOT, no HTML unescaping, and the literal ``<|startoftext|>`` / ``<|endoftext|>`` read as
+those tokens. ``HF_CLIP`` selects these conventions; ``OPEN_CLIP`` (the default) is FaceCLIP-SDXL's.
 """
 from __future__ import annotations
 
@@ -33,15 +37,45 @@ _VOCAB_FILE = Path(__file__).with_name("data") / "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2
 
 # Split rule of CLIP: contractions, runs of letters, single digits, runs of other non-space symbols.
-_SPLIT_RULE = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_SPLIT_RULE = r"<start_of_text>|<end_of_text>|" + _WORDS
+_HF_SPLIT_RULE = r"<\|startoftext\|>|<\|endoftext\|>|" + _WORDS
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a CLIP tokenizer wraps the shared BPE: what pads a row, how a prompt is cleaned, which literal words
+    are special tokens."""
+
+    pad_id: int
+    # open_clip unescapes HTML entities (twice); Hugging Face's CLIPTokenizer leaves that to ftfy, which keeps
+    # them in text that looks like HTML (has a "<"): "&amp;" then stays three tokens.
+    html_unescape: bool
+    split_rule: str
+    # Words (after lower-casing) that become one special id instead of BPE pieces.
+    special_words: tuple[tuple[str, int], ...] = ()
+
+
+# FaceCLIP-SDXL: open_clip's SimpleTokenizer, as this pack has always tokenised (a literal "<start_of_text>" in a
+# prompt is one split piece, BPE-encoded like any word).
+OPEN_CLIP = Conventions(pad_id=PAD_ID, html_unescape=True, split_rule=_SPLIT_RULE)
+# FaceT5-FLUX: transformers' slow CLIPTokenizer with FLUX.1-dev's config (pad "<|endoftext|>", 77 tokens).
+HF_CLIP = Conventions(pad_id=EOT_ID, html_unescape=False, split_rule=_HF_SPLIT_RULE,
+                      special_words=(("<|startoftext|>", SOT_ID), ("<|endoftext|>", EOT_ID)))
 
 
 @lru_cache(maxsize=1)
 def _text_tools():
-    """ftfy and the compiled patterns, imported on first use so that the pack loads without them."""
+    """ftfy and the regex module, imported on first use so that the pack loads without them."""
     ftfy = require("ftfy", "ftfy>=6.1", "FaceCLIP's tokenizer")
     regex = require("regex", "regex>=2023.0", "FaceCLIP's tokenizer")
-    return ftfy, regex.compile(_SPLIT_RULE, regex.IGNORECASE), regex.compile(r"\s+")
+    return ftfy, regex, regex.compile(r"\s+")
+
+
+@lru_cache(maxsize=4)
+def _splitter(rule: str):
+    regex = _text_tools()[1]
+    return regex.compile(rule, regex.IGNORECASE)
 
 
 def _byte_alphabet() -> dict[int, str]:
@@ -57,12 +91,14 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
-def clean_text(text: str) -> str:
-    """Normalise a prompt the way the official tokenizer does before splitting it."""
+def clean_text(text: str, html_unescape: bool = True) -> str:
+    """Normalise a prompt the way the official tokenizer does before splitting it (ftfy, HTML entities unless
+    ``html_unescape`` is False, whitespace runs to one space, lower case)."""
     ftfy, _, whitespace = _text_tools()
     text = ftfy.fix_text(text)
-    # Unescaped twice on purpose: the official code does, so "&amp;amp;" becomes "&".
-    text = html.unescape(html.unescape(text))
+    if html_unescape:
+        # Unescaped twice on purpose: the official code does, so "&amp;amp;" becomes "&".
+        text = html.unescape(html.unescape(text))
     text = whitespace.sub(" ", text.strip()).strip()
     return text.lower()
 
@@ -128,19 +164,24 @@ class BPETokenizer:
             self._cache[word] = ids
         return ids
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, conventions: Conventions = OPEN_CLIP) -> list[int]:
         """BPE ids of ``text`` after cleaning, without SOT/EOT."""
         out: list[int] = []
-        for piece in _text_tools()[1].findall(clean_text(text)):
+        special = dict(conventions.special_words)
+        for piece in _splitter(conventions.split_rule).findall(clean_text(text, conventions.html_unescape)):
+            if piece in special:
+                out.append(special[piece])
+                continue
             word = "".join(self._byte_to_char[b] for b in piece.encode("utf-8"))
             out.extend(self._bpe(word))
         return out
 
-    def __call__(self, texts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> TokenizedBatch:
-        ids = torch.full((len(texts), context_length), PAD_ID, dtype=torch.long)
+    def __call__(self, texts: Sequence[str], context_length: int = CONTEXT_LENGTH,
+                 conventions: Conventions = OPEN_CLIP) -> TokenizedBatch:
+        ids = torch.full((len(texts), context_length), conventions.pad_id, dtype=torch.long)
         lengths = []
         for row, text in enumerate(texts):
-            tokens = [SOT_ID, *self.encode(text), EOT_ID]
+            tokens = [SOT_ID, *self.encode(text, conventions), EOT_ID]
             lengths.append(len(tokens))
             if len(tokens) > context_length:
                 # Official overflow rule: keep the first context_length ids and force the last one to EOT.
@@ -175,9 +216,10 @@ def check_prompts(texts: object, what: str = "prompts") -> list[str]:
     return list(texts)
 
 
-def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt") -> TokenizedBatch:
+def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt",
+                   conventions: Conventions = OPEN_CLIP) -> TokenizedBatch:
     """Tokenize, logging a warning for each row that had to be truncated."""
-    batch = get_tokenizer()(check_prompts(texts))
+    batch = get_tokenizer()(check_prompts(texts), conventions=conventions)
     for i, n in enumerate(batch.lengths):
         if n > CONTEXT_LENGTH:
             logger.warning("FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "

@@ -1,0 +1,70 @@
+"""Shared helpers for the FaceT5 tests: the parity fixture (tests/fixtures/facet5_parity) as usable tensors, and the
+T5 tokenizer.json of the test ComfyUI."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import comfyui_dir
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PARITY = FIXTURES / "facet5_parity"
+KEY_LIST = FIXTURES / "facet5_encoder_keys.txt"
+CASES = ("a", "b", "c", "d", "e", "f")
+UNCOUPLED = ("a", "b", "e", "f")  # B=1 cases: the official output is what a row encoded alone gives
+COUPLED = ("c", "d")  # B=2 in one official call: its fuser mixed the rows (official quirk, not reproduced)
+# The reduced token tables of weights.safetensors: <prefix>.rows / <prefix>.ids -> <prefix>.weight [vocab, d].
+TOKEN_TABLES = {"encoder_2.t5_encoder.embed_tokens": 32128, "encoder_1.text_model.embeddings.token_embedding": 49408}
+# sha256 of ComfyUI's T5 tokenizer.json that produced the fixture's T5 ids (config.json)
+T5_TOKENIZER_SHA256 = "6cd1badb7467cdab971403bbeb1945070ca385652385a2b6549f672b08089dfc"
+
+
+@lru_cache(maxsize=1)
+def _weights() -> dict[str, torch.Tensor]:
+    return load_file(str(PARITY / "weights.safetensors"))
+
+
+def fixture_state_dict() -> dict[str, torch.Tensor]:
+    """The fixture weights with the reduced token tables rebuilt into full tables, as the README says (a fresh
+    dict; the official file's keys exactly)."""
+    sd = dict(_weights())
+    for prefix, vocab in TOKEN_TABLES.items():
+        rows = sd.pop(f"{prefix}.rows")
+        ids = sd.pop(f"{prefix}.ids")
+        table = torch.zeros(vocab, rows.shape[1], dtype=rows.dtype)
+        table[ids] = rows
+        sd[f"{prefix}.weight"] = table
+    return sd
+
+
+@lru_cache(maxsize=1)
+def cases() -> dict[str, torch.Tensor]:
+    return load_file(str(PARITY / "cases.safetensors"))
+
+
+@lru_cache(maxsize=1)
+def config() -> dict:
+    return json.loads((PARITY / "config.json").read_text(encoding="utf-8"))
+
+
+def case_images(case: str) -> torch.Tensor:
+    """float [B,3,H,W] in [0,1], exactly as the fixture fed the official wrapper (divide, do not multiply)."""
+    return cases()[f"{case}.image_u8"].to(torch.float32) / 255
+
+
+def case_prompts(case: str) -> list[str]:
+    return list(config()["cases"][case]["raw_prompts"])
+
+
+def case_tokens(case: str) -> tuple[torch.Tensor, torch.Tensor]:
+    c = cases()
+    return c[f"{case}.t5_ids"], c[f"{case}.clip_ids"]
+
+
+def t5_tokenizer_json() -> Path:
+    return comfyui_dir() / "comfy" / "text_encoders" / "t5_tokenizer" / "tokenizer.json"
+
