@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from .faceclip_core.faces.runtime_check import onnxruntime_conflict
 from .nodes import NODES, register_model_folders
+from .nodes.folders import provide_example_photos
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class FaceCLIPExtension(ComfyExtension):
     @override
     async def on_load(self) -> None:
         register_model_folders()
+        provide_example_photos()
         conflict = onnxruntime_conflict()
         if conflict:
             logger.warning("FaceCLIP: %s", conflict)

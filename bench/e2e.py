@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from faceclip_headless.client import ComfyClient  # noqa: E402
 from faceclip_headless.server import ComfyServer  # noqa: E402
+from faceclip_headless.shipped_workflows import BY_KEY  # noqa: E402
 from faceclip_headless.workflow import find_nodes, to_api  # noqa: E402
 from tests.harness.fake_insightface import MarkerFace, scene  # noqa: E402
 from tests.harness.server_env import prepare_base, server_config  # noqa: E402
@@ -50,7 +51,7 @@ def upload_photo(client: ComfyClient, path: Path) -> str:
 
 def graphs(info: dict, photo: str, size: int, steps: int, seed: int, height: int | None = None
            ) -> tuple[dict, dict]:
-    faceclip = to_api(json.loads((REPO / "workflows" / "basic.json").read_text()), info)
+    faceclip = to_api(json.loads(BY_KEY["basic"].path.read_text()), info)
     (load,) = find_nodes(faceclip, "LoadImage")
     (sampler,) = find_nodes(faceclip, "KSampler")
     (latent,) = find_nodes(faceclip, "EmptyLatentImage")

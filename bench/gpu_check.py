@@ -20,7 +20,7 @@ child process with what is left of --budget-s, so a crash or a hang costs only i
   worker): load time, median encode time for B=1 and B=4 (CUDA-synchronised, after a warm-up), peak VRAM, and the
   parity of each dtype's outputs against fp32's for the same inputs (max abs, max abs relative to the fp32 output's
   largest value, relative L2). The fp32 row compares fp32's warm-up encode with its last timed one: a repeat, so 0.
-- ``graph``: workflows/basic.json at 864x1152 (50 steps, CFG 5) in a real ComfyUI server on the device, once per
+- ``graph``: the one-photo workflow at 864x1152 (50 steps, CFG 5) in a real ComfyUI server on the device, once per
   memory mode, through bench/e2e.py: KSampler time with FaceCLIP's conditioning against a precomputed random one
   (their ratio should be about 1) and, from a probe node wired between KSampler and VAEDecode
   (FaceCLIPTest_LoadedModels), what the model manager holds once the UNet has loaded and sampled: the encoder's
@@ -301,7 +301,7 @@ def section_graph(a: argparse.Namespace) -> dict:
              "faceclip_sdxl_unet.safetensors")
         link(models / VAE_FILE, base / "models" / "vae" / "sdxl_vae.safetensors")
     out: dict = {"width": sizes.width, "height": sizes.height, "steps": sizes.steps, "runs": sizes.runs,
-                 "workflow": "workflows/basic.json", "modes": {}}
+                 "workflow": "workflows/1 - Portrait from one photo.json", "modes": {}}
     for mode in a.modes.split(","):
         config = server_config(base, comfy, work / f"mount_{mode}")
         extra = list(config.extra_args) if a.device == "cpu" else []  # on a GPU: ComfyUI's own dtype policy

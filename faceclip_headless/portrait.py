@@ -4,7 +4,7 @@
         --out portrait.png [--seed N] [--steps 50] [--comfyui /path/to/ComfyUI | --server http://127.0.0.1:8188]
 
 Checks every model file before any work and names what is missing, where to get it and where to put it. Then
-runs the pack's shipped basic workflow (workflows/basic.json) through ComfyUI: a running server given by
+runs the pack's shipped one-photo workflow ("1 - Portrait from one photo") through ComfyUI: a running server given by
 --server, or a server of its own started from --comfyui / COMFYUI_PATH / the ComfyUI this pack is installed in.
 Load Face Detector runs with pack "auto" (antelopev2 if installed, else buffalo_l, else any other pack), whatever
 the workflow stores.
@@ -35,12 +35,13 @@ from faceclip_core.faces.prepare import NO_FACE_POLICIES
 from .client import ComfyClient, PromptResult
 from .model_files import describe_missing, find_missing, find_missing_on_server
 from .server import ComfyServer, ServerConfig, ServerStartError
+from .shipped_workflows import BY_KEY
 from .workflow import find_nodes, to_api
 
 logger = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-faceclip"
-BASIC_WORKFLOW = PACK_DIR / "workflows" / "basic.json"
+BASIC_WORKFLOW = BY_KEY["basic"].path
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_MODELS_MISSING = 1, 2, 3
 EPILOG = ("Face detection uses whichever insightface pack is installed: antelopev2, else buffalo_l (Load Face "

@@ -87,6 +87,11 @@ def to_api(workflow: dict, object_info: dict[str, Any]) -> dict[str, dict]:
                 inputs[name] = _source(links, nodes, linked[name])
             elif value is not None:
                 inputs[name] = value  # a widget, or a widget driven by a PrimitiveNode (its value is mirrored here)
+        # Inputs that grow (V3 Autogrow: "images.image0", "images.image1", ...) are saved under dotted names
+        # below the schema's own input; ComfyUI nests them again when it runs the node.
+        for name, link in linked.items():
+            if "." in name and name not in inputs and name.split(".", 1)[0] in dict(ordered_inputs(schema)):
+                inputs[name] = _source(links, nodes, link)
         prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs,
                                    "_meta": {"title": node.get("title", schema.get("display_name", kind))}}
     return prompt

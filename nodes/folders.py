@@ -5,10 +5,19 @@ paths: keep them and add the default models/<name> folder, never replace the ent
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import folder_paths
+
+from ..faceclip_core.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+# Photos the shipped workflows' Load Image nodes name (see workflows/input/README.md).
+EXAMPLE_PHOTOS = Path(__file__).resolve().parents[1] / "workflows" / "input"
 
 FACECLIP = "faceclip"  # FaceCLIP encoder weights (.safetensors, or the official .pt read with weights_only)
 INSIGHTFACE = "insightface"  # roots holding insightface model-pack folders (antelopev2/, buffalo_l/, ...)
@@ -36,3 +45,26 @@ def embeddings_dir() -> Path:
 
 def identity_state_dir() -> Path:
     return Path(folder_paths.get_folder_paths(IDENTITY_STATE)[0])
+
+
+def provide_example_photos() -> list[Path]:
+    """Copy the example photos into ComfyUI's input folder where no file of that name exists, so the shipped
+    workflows open without a "missing input" error. Returns the files written; never replaces a file, and a
+    read-only or full input folder only costs a log line."""
+    written = []
+    target = Path(folder_paths.get_input_directory())
+    for photo in sorted(EXAMPLE_PHOTOS.glob("*.jpg")):
+        dest = target / photo.name
+        if dest.exists():
+            continue
+        try:
+            with atomic_path(dest, overwrite=False) as tmp:
+                shutil.copyfile(photo, tmp)
+            written.append(dest)
+        except OSError as exc:  # FileExistsError included: a file that appeared meanwhile is kept
+            logger.warning("FaceCLIP: could not copy the example photo %s to %s (%s); the example workflows "
+                           "will ask for it", photo.name, target, exc)
+    if written:
+        logger.info("FaceCLIP: example photos for the shipped workflows copied to %s: %s", target,
+                    ", ".join(p.name for p in written))
+    return written

@@ -75,7 +75,11 @@ function setWidget(node, name, value) {
 function pick(node, index) {
   setWidget(node, "selection", "index");
   setWidget(node, "index", index);
-  node.graph?.setDirtyCanvas?.(true, true); // redraw; the workflow's change tracker records the new values
+  node.graph?.setDirtyCanvas?.(true, true);
+  // The change tracker records a state on canvas mouse-up and key events; a click on this DOM widget is neither
+  // (classic or Nodes 2.0), so record it here: one undo step, kept in the saved and the restored-on-reload
+  // workflow.
+  app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
   render(node);
 }
 

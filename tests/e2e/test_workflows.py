@@ -6,6 +6,7 @@ import json
 import pytest
 from PIL import Image
 
+from faceclip_headless.shipped_workflows import BY_KEY, SHIPPED
 from faceclip_headless.workflow import find_nodes, to_api
 from tests.conftest import REPO
 from tests.harness.fake_insightface import MarkerFace, scene
@@ -14,8 +15,9 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 
 def test_the_pack_ships_the_promised_workflows():
-    assert {p.stem for p in WORKFLOWS} >= {"basic", "several_photos", "two_people", "likeness_check"}
-    likeness = json.loads((REPO / "workflows" / "likeness_check.json").read_text())
+    assert WORKFLOWS == sorted(w.path for w in SHIPPED)  # no stray file, none missing
+    assert WORKFLOWS[0] == BY_KEY["basic"].path  # sorted by name, the one-photo portrait comes first
+    likeness = json.loads(BY_KEY["likeness_check"].path.read_text())
     assert any(n["type"] == "PreviewAny" for n in likeness["nodes"])  # the score is visible, not only logged
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no .jpg thumbnail"

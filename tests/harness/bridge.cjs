@@ -2,8 +2,8 @@
 //   node bridge.cjs USER_DATA_DIR     (NODE_PATH must contain playwright-core; CHROMIUM names the binary)
 // stdin: one JSON request per line, {id, op, ...}; stdout: one JSON reply per line, {id, ok, value | error}.
 // Ops: goto {url}, eval {js, arg} (js is a function's source, called with arg and awaited), wait {js, arg,
-// timeout_ms}, click {selector, timeout_ms}, screenshot {path}, events {} (console errors, page errors and failed requests
-// since the last call), close {}.
+// timeout_ms}, click {selector, timeout_ms}, press {key} (a key or chord on the keyboard, e.g. "Control+z"),
+// screenshot {path}, events {} (console errors, page errors and failed requests since the last call), close {}.
 "use strict";
 const readline = require("readline");
 const { chromium } = require("playwright-core");
@@ -36,6 +36,7 @@ async function main() {
       return handle.jsonValue();
     },
     click: async (r) => { await page.click(r.selector, { timeout: r.timeout_ms ?? TIMEOUT }); return true; },
+    press: async (r) => { await page.keyboard.press(r.key); return true; },
     screenshot: async (r) => { await page.screenshot({ path: r.path }); return r.path; },
     events: async () => { const out = events; events = []; return out; },
     close: async () => { await context.close(); return true; },

@@ -3,12 +3,18 @@
 #   Chromium         Debian's `chromium` package (apt-get, needs root), unless /usr/bin/chromium exists or
 #                    FACECLIP_CHROMIUM names another Chromium/Chrome binary.
 #   <env>/node       playwright-core, pinned, installed with npm (Node >= 18 must be on PATH).
+#   <env>/frontends/<version>/static
+#                    the newest ComfyUI frontend on PyPI when this was written (comfyui-frontend-package, pinned
+#                    below), unpacked beside the one ComfyUI's requirements pin; the browser tests run on both,
+#                    serving this one with ComfyUI's --front-end-root.
 # Own stamp, so the Python environment and this part are re-provisioned independently.
 # FACECLIP_BROWSER=0 skips this step; the browser tests then fail and say what is missing.
 set -euo pipefail
 
 ENV_DIR=${1:?usage: provision_browser.sh ENV_DIR}
 PLAYWRIGHT_CORE_VERSION=1.65.1
+NEWEST_FRONTEND_VERSION=1.58.1  # keep in step with tests/e2e/browser/conftest.py NEWEST_FRONTEND
+PYTHON=${FACECLIP_TEST_BASE_PYTHON:-python3}
 CHROMIUM=${FACECLIP_CHROMIUM:-/usr/bin/chromium}
 NODE_DIR="$ENV_DIR/node"
 
@@ -31,6 +37,21 @@ if [ ! -x "$CHROMIUM" ]; then
     log "WARNING: no $CHROMIUM and not root with apt-get: install Debian's chromium (apt-get install chromium)" \
         "or set FACECLIP_CHROMIUM; the browser tests fail until then"
   fi
+fi
+
+# The newest frontend: the wheel's static/ folder is all ComfyUI serves, so it is unpacked rather than
+# installed (the venv keeps the pinned one ComfyUI asks for).
+FRONTEND_DIR="$ENV_DIR/frontends/$NEWEST_FRONTEND_VERSION"
+if [ ! -f "$FRONTEND_DIR/static/index.html" ]; then
+  rm -rf "$FRONTEND_DIR" "$FRONTEND_DIR.tmp"
+  mkdir -p "$FRONTEND_DIR.tmp"
+  timed "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$FRONTEND_DIR.tmp" \
+    "comfyui-frontend-package==$NEWEST_FRONTEND_VERSION"
+  "$PYTHON" -m zipfile -e "$FRONTEND_DIR.tmp"/comfyui_frontend_package-*.whl "$FRONTEND_DIR.tmp/unpacked"
+  mkdir -p "$FRONTEND_DIR"
+  mv "$FRONTEND_DIR.tmp/unpacked/comfyui_frontend_package/static" "$FRONTEND_DIR/static"
+  rm -rf "$FRONTEND_DIR.tmp"
+  log "ComfyUI frontend $NEWEST_FRONTEND_VERSION in $FRONTEND_DIR/static"
 fi
 
 STAMP="$NODE_DIR/provisioned.stamp"

@@ -1,7 +1,13 @@
 """The face picker (web/faceclip_picker.js) in the real frontend: thumbnails after Prepare Faces, click to pick."""
 from __future__ import annotations
 
+import time
+
 from tests.e2e.browser.conftest import APP, NO_FACE_PHOTO, PICKER_PHOTO
+
+# The frontend writes the open workflow's draft (what a reload restores) a moment after a change, not at once; a
+# user does not reload within that moment either.
+DRAFT_SAVE_DELAY = 2.0
 
 BUILD_GRAPH = """async (image) => {
   const app = %(app)s;
@@ -73,6 +79,46 @@ def test_picker_shows_numbered_thumbnails_and_a_click_picks_the_face(browser, in
     browser.screenshot("picker-after-requeue")
     errors = [e for e in browser.events() if e["kind"] == "pageerror" or "faceclip_picker" in e["text"]]
     assert errors == [], errors
+
+
+# The node's widget values as the workflow's change tracker last recorded them: what undo steps between, what the
+# tab's "modified" dot and the saved / restored-after-reload workflow hold.
+RECORDED = """(id) => {
+  const tracker = %(app)s.extensionManager.workflow.activeWorkflow.changeTracker;
+  return tracker.activeState.nodes.find((n) => String(n.id) === String(id))?.widgets_values ?? null;
+}""" % {"app": APP}
+
+RECORD_NOW = """() => %(app)s.extensionManager.workflow.activeWorkflow.changeTracker.checkState()""" % {"app": APP}
+
+CURRENT = """(id) => %(app)s.rootGraph.getNodeById(id)?.widgets.map((w) => w.value).slice(0, 3) ?? null""" % {
+    "app": APP}
+
+
+def test_a_click_is_recorded_in_the_workflow_undone_by_ctrl_z_and_kept_after_a_reload(browser, input_photos):
+    node_id = browser.eval(BUILD_GRAPH, input_photos[PICKER_PHOTO])
+    browser.eval(SET_WIDGET, ["FaceCLIPFaceDetectorLoader", "det_size", 544])  # not served from the cache
+    browser.click('[data-testid="queue-button"]')
+    state = browser.wait_for(PICKER_READY, [node_id, None], timeout=60, what="face thumbnails")
+    browser.eval(RECORD_NOW)  # what the user built by hand would be recorded by now
+    before = browser.eval(RECORDED, node_id)
+    assert before[:2] == ["largest", 0], before
+    other = next(f["index"] for f in state["faces"] if not f["used"])
+
+    browser.click(f'.faceclip-picker-face[data-index="{other}"]')
+    assert browser.eval(RECORDED, node_id) == ["index", other, "raise"]  # recorded by the click itself
+
+    browser.press("Control+z")
+    browser.wait_for(CURRENT, node_id, what="undo to restore the widgets")
+    assert browser.eval(CURRENT, node_id) == before, "Ctrl+Z did not undo the pick"
+    browser.press("Control+y")
+    assert browser.wait_for("""([id, want]) => {
+      const now = (%s)(id); return JSON.stringify(now) === JSON.stringify(want) ? now : null;
+    }""" % CURRENT, [node_id, ["index", other, "raise"]], what="redo to bring the pick back")
+
+    time.sleep(DRAFT_SAVE_DELAY)
+    browser.reload()
+    assert browser.eval(CURRENT, node_id) == ["index", other, "raise"], "the pick was lost on reload"
+    browser.screenshot("picker-after-reload")
 
 
 SET_WIDGET = """([type, name, value]) => {

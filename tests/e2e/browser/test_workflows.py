@@ -1,4 +1,5 @@
-"""The shipped workflows in the real frontend: each loads with no missing node; the basic one runs from the UI."""
+"""The shipped workflows in the real frontend: each opens with no error, no overlapping nodes and readable text;
+the one-photo portrait runs from the UI."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.browser.conftest import APP, WORKFLOWS, load_workflow
+from faceclip_headless.shipped_workflows import BY_KEY
+from tests.e2e.browser.conftest import APP, PICKER_PHOTO, WORKFLOWS, load_workflow
 
 SHIPPED = sorted(WORKFLOWS.glob("*.json"))
 
@@ -17,13 +19,14 @@ UNKNOWN_NODE_WORKFLOW = {
                "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": []}],
 }
 
-# Fast settings for the tiny random models: 2 steps at 64x64 (the shipped values are the official 50 at 864x1152).
-SHRINK = """() => {
+# Fast settings for the tiny random models: 2 steps at 64x64 (the shipped values are the official 50 at 864x1152),
+# and a photo with marker faces, which the stand-in detector finds (it finds none in the shipped example photo).
+SHRINK = """(photo) => {
   const changed = [];
   for (const node of %(app)s.rootGraph.nodes) {
     for (const w of node.widgets ?? []) {
       const value = w.name === "steps" ? 2 : /^Empty.*Latent/.test(node.type) && /^(width|height)$/.test(w.name)
-        ? 64 : undefined;
+        ? 64 : node.type === "LoadImage" && w.name === "image" ? photo : undefined;
       if (value !== undefined) { w.value = value; changed.push(`${node.type}.${w.name}=${value}`); }
     }
   }
@@ -47,16 +50,69 @@ def _workflow_id(path: Path) -> str:
     return path.stem
 
 
+# Every node's box on the screen after a workflow opened: the DOM element with Nodes 2.0, else the canvas node
+# (title bar included, and at least the size its widgets need, which is what the canvas draws). Plus whether the
+# canvas draws text at the saved zoom (below a threshold it draws blank boxes).
+LAYOUT = """async () => {
+  const app = %(app)s;
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // photos load, Vue nodes settle
+  const canvas = app.canvas;
+  const nodes2 = app.extensionManager.setting.get("Comfy.VueNodes.Enabled");
+  const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+  const boxes = app.rootGraph.nodes.map((n) => {
+    if (nodes2) {
+      const r = document.querySelector(`[data-node-id="${n.id}"]`)?.getBoundingClientRect();
+      return { id: n.id, type: n.type, box: r ? [r.left, r.top, r.width, r.height] : null };
+    }
+    const [w, h] = n.computeSize();
+    const [x, y] = n.pos;
+    const scale = canvas.ds.scale;
+    const [sx, sy] = [(x + canvas.ds.offset[0]) * scale, (y - title + canvas.ds.offset[1]) * scale];
+    return { id: n.id, type: n.type,
+             box: [sx, sy, Math.max(n.size[0], w) * scale, (Math.max(n.size[1], h) + title) * scale] };
+  });
+  return { boxes, scale: canvas.ds.scale, lowQuality: !!canvas.low_quality };
+}""" % {"app": APP}
+
+
+def overlaps(boxes: list[dict]) -> list[str]:
+    found = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            (ax, ay, aw, ah), (bx, by, bw, bh) = a["box"], b["box"]
+            dx, dy = min(ax + aw, bx + bw) - max(ax, bx), min(ay + ah, by + bh) - max(ay, by)
+            if dx > 0.5 and dy > 0.5:
+                found.append(f"{a['type']} #{a['id']} and {b['type']} #{b['id']} overlap by {dx:.0f}x{dy:.0f} px")
+    return found
+
+
 @pytest.mark.parametrize("path", SHIPPED or [WORKFLOWS / "<none>.json"], ids=_workflow_id)
-def test_shipped_workflow_loads_with_no_missing_node(browser, path):
+def test_shipped_workflow_opens_with_no_error_no_overlap_and_readable_text(browser, path):
+    """What a new user sees on opening a template: no missing node, model or photo (no error at all), nodes side by
+    side rather than on top of each other, and text drawn at the zoom the workflow opens with."""
     assert path.is_file(), f"no workflows/*.json in {WORKFLOWS}"
     workflow = json.loads(path.read_text())
     report = load_workflow(browser, workflow)
+    layout = browser.eval(LAYOUT)
     browser.screenshot(f"workflow-{path.stem}")
     assert report["missing"] == [], report
     assert report["unregistered"] == [], report
-    assert "missing node" not in (report["overlay"] or "").lower(), report  # the frontend's missing-node notice
+    assert report["overlay"] is None, report  # neither "missing node" nor "media input missing" nor any other
     assert len(report["loaded"]) == len(workflow["nodes"]), report
+    assert all(b["box"] for b in layout["boxes"]), layout  # every node is drawn
+    assert overlaps(layout["boxes"]) == []
+    assert layout["scale"] >= 0.75 and not layout["lowQuality"], layout
+
+
+def test_the_overlap_check_sees_overlapping_nodes(browser):
+    """The layout check above can fail: the one-photo workflow with its sampler moved onto its photo trips it."""
+    workflow = json.loads(BY_KEY["basic"].path.read_text())
+    photo = next(n for n in workflow["nodes"] if n["type"] == "LoadImage")
+    sampler = next(n for n in workflow["nodes"] if n["type"] == "KSampler")
+    sampler["pos"] = [photo["pos"][0] + 40, photo["pos"][1] + 40]
+    load_workflow(browser, workflow)
+    found = overlaps(browser.eval(LAYOUT)["boxes"])
+    assert any("KSampler" in f and "LoadImage" in f for f in found), found
 
 
 def test_the_missing_node_check_sees_an_unknown_node(browser):
@@ -68,16 +124,19 @@ def test_the_missing_node_check_sees_an_unknown_node(browser):
     assert "missing node" in (report["overlay"] or "").lower() and "FaceCLIPNoSuchNode" in report["overlay"], report
 
 
-def test_basic_workflow_queues_from_the_ui_and_shows_the_output_image(browser, comfy_server):
-    path = WORKFLOWS / "basic.json"
-    assert path.is_file(), "workflows/basic.json is missing"
+def test_basic_workflow_queues_from_the_ui_and_shows_the_output_image(browser, ui_server, input_photos):
+    path = BY_KEY["basic"].path
+    assert path.is_file(), f"{path} is missing"
     report = load_workflow(browser, json.loads(path.read_text()))
     assert report["missing"] == [] and report["overlay"] is None, report  # no missing node, model or photo
     assert "SaveImage" in report["loaded"], report
-    assert browser.eval(SHRINK), "no steps widget found in the basic workflow"
+    assert browser.eval(SHRINK, input_photos[PICKER_PHOTO]), "no steps widget found in the basic workflow"
     browser.click('[data-testid="queue-button"]')
+    # The result is looked at where it is: the canvas draws (and loads) a node's images only when it is in view.
+    browser.eval("""() => { const app = %(app)s;
+      app.canvas.centerOnNode(app.rootGraph.nodes.find((n) => n.type === "SaveImage")); }""" % {"app": APP})
     shown = browser.wait_for(OUTPUT_SHOWN, timeout=240, what="the SaveImage output")
     browser.screenshot("basic-output")
-    assert "error" not in shown, f"{shown['error']}\n{comfy_server.log_tail()}"
+    assert "error" not in shown, f"{shown['error']}\n{ui_server.log_tail()}"
     for image in shown["images"]:
         assert "type=output" in image["src"] and (image["width"], image["height"]) == (64, 64), shown
