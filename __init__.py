@@ -14,6 +14,7 @@ from typing_extensions import override
 from .faceclip_core.faces.runtime_check import onnxruntime_conflict
 from .nodes import NODES, register_model_folders
 from .nodes.folders import provide_example_photos
+from .nodes.help_pages import serve_help_pages
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class FaceCLIPExtension(ComfyExtension):
     async def on_load(self) -> None:
         register_model_folders()
         provide_example_photos()
+        serve_help_pages()
         conflict = onnxruntime_conflict()
         if conflict:
             logger.warning("FaceCLIP: %s", conflict)

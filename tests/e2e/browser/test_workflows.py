@@ -140,3 +140,21 @@ def test_basic_workflow_queues_from_the_ui_and_shows_the_output_image(browser, u
     assert "error" not in shown, f"{shown['error']}\n{ui_server.log_tail()}"
     for image in shown["images"]:
         assert "type=output" in image["src"] and (image["width"], image["height"]) == (64, 64), shown
+
+
+def test_a_missing_model_is_named_with_its_folder_and_download_address(browser):
+    """Loader nodes carry their model's name, folder and (where one is published) download URL, which the
+    frontend's missing-models notice uses; here the VAE is renamed to one the server does not have."""
+    workflow = json.loads(BY_KEY["basic"].path.read_text())
+    vae = next(n for n in workflow["nodes"] if n["type"] == "VAELoader")
+    (entry,) = vae["properties"]["models"]
+    assert entry["directory"] == "vae" and entry["url"].startswith("https://huggingface.co/"), entry
+    missing = "faceclip_test_missing_vae.safetensors"
+    vae["widgets_values"][0] = entry["name"] = missing
+    entry["url"] = entry["url"].rsplit("/", 1)[0] + "/" + missing
+    report = load_workflow(browser, workflow)
+    browser.screenshot("workflow-missing-model")
+    assert missing in (report["overlay"] or ""), report
+    loaders = [n for n in workflow["nodes"] if n["type"] in ("FaceCLIPLoader", "UNETLoader", "VAELoader",
+                                                             "CheckpointLoaderSimple")]
+    assert all(n["properties"]["models"][0]["directory"] for n in loaders)
