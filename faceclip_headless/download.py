@@ -1,6 +1,11 @@
 """The explicit download command: fetch the main job's weights into a ComfyUI, for users with network access.
 
     python -m faceclip_headless.download --comfyui /path/to/ComfyUI [--only encoder,unet,vae] [--keep-originals]
+    python -m faceclip_headless.download --comfyui /path/to/ComfyUI --variant flux     (FaceT5-FLUX, 36 GB)
+
+By default the FaceCLIP-SDXL files are fetched. FaceT5-FLUX's two files (face_t5_encoder.pt 12.5 GB and dit.pt
+23.8 GB; converting needs as much again in free disk for a while) are opt-in: ``--variant flux``, or by name in
+``--only`` (facet5_encoder, facet5_dit).
 
 This is the only code in the pack that uses the network, and only when run by hand. Each file:
 - is checked against the SHA-256 its host publishes for it (Hugging Face's X-Linked-Etag of LFS files); a file
@@ -10,7 +15,8 @@ This is the only code in the pack that uses the network, and only when run by ha
 - FaceCLIP's pickles are then converted to safetensors (faceclip_core.convert, weights_only loading) and the
   originals deleted unless --keep-originals.
 insightface's antelopev2 pack is not downloaded: its host publishes no checksum and its licence (non-commercial
-research only) is for you to accept; the command says where to put it.
+research only) is for you to accept; the command says where to put it. Nor is FLUX.1-dev's VAE (gated behind
+its licence on Hugging Face).
 """
 from __future__ import annotations
 
@@ -44,15 +50,23 @@ class Download:
     folder: str  # ComfyUI model folder
     name: str  # final file name in that folder
     convert: bool = False  # an official pickle to convert to safetensors
+    variant: str = "sdxl"  # the set --variant selects (sdxl: the default; flux: FaceT5-FLUX, opt-in)
 
 
+VARIANTS = ("sdxl", "flux")
 DOWNLOADS = (
     Download("encoder", "ByteDance/FaceCLIP/resolve/main/model/face_clip_encoder.pt", "faceclip",
              "faceclip_sdxl_encoder.safetensors", convert=True),
     Download("unet", "ByteDance/FaceCLIP/resolve/main/model/unet.pt", "diffusion_models",
              "faceclip_sdxl_unet.safetensors", convert=True),
     Download("vae", "stabilityai/sdxl-vae/resolve/main/sdxl_vae.safetensors", "vae", "sdxl_vae.safetensors"),
+    Download("facet5_encoder", "ByteDance/FaceCLIP/resolve/main/model/face_t5_encoder.pt", "faceclip",
+             "facet5_encoder.safetensors", convert=True, variant="flux"),
+    Download("facet5_dit", "ByteDance/FaceCLIP/resolve/main/model/dit.pt", "diffusion_models",
+             "facet5_flux_dit.safetensors", convert=True, variant="flux"),
 )
+FLUX_VAE_HINT = ("FaceT5-FLUX also needs FLUX.1-dev's VAE: download ae.safetensors yourself from "
+                 "https://huggingface.co/black-forest-labs/FLUX.1-dev (gated: accept its licence there) to %s.")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -152,15 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m faceclip_headless.download", description=__doc__.split("\n\n")[0])
     p.add_argument("--comfyui", type=Path, help="ComfyUI folder (its models/ receives the files)")
     p.add_argument("--models-dir", type=Path, help="a models folder to fill instead of <ComfyUI>/models")
-    p.add_argument("--only", default=",".join(d.key for d in DOWNLOADS),
-                   help="comma-separated subset of: " + ", ".join(d.key for d in DOWNLOADS))
+    p.add_argument("--variant", choices=VARIANTS, default="sdxl",
+                   help="sdxl: FaceCLIP-SDXL's files (the default); flux: FaceT5-FLUX's (36 GB)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated files instead of the variant's: " + ", ".join(d.key for d in DOWNLOADS))
     p.add_argument("--keep-originals", action="store_true", help="keep the official .pt files after converting")
     p.add_argument("--base-url", default=HF, help=argparse.SUPPRESS)  # a mirror, or a local server in tests
     args = p.parse_args(argv)
     models = args.models_dir or (args.comfyui / "models" if args.comfyui else None)
     if models is None:
         p.error("give --comfyui or --models-dir")
-    wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+    only = args.only if args.only is not None else ",".join(d.key for d in DOWNLOADS if d.variant == args.variant)
+    wanted = {k.strip() for k in only.split(",") if k.strip()}
     unknown = wanted - {d.key for d in DOWNLOADS}
     if unknown:
         p.error(f"unknown --only entries: {', '.join(sorted(unknown))}")
@@ -174,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 # The .part file stays for the next run to resume from.
                 logger.error("%s: %s", item.key, exc)
                 failed += 1
+    if any(d.variant == "flux" and d.key in wanted for d in DOWNLOADS):
+        logger.info(FLUX_VAE_HINT, models / "vae" / "ae.safetensors")
     logger.info("Face detection pack: download insightface's antelopev2 (or buffalo_l) yourself from %s (%s) and "
                 "unzip it so that %s exists.", INSIGHTFACE_MODEL_ZOO, INSIGHTFACE_LICENCE,
                 models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")

@@ -42,6 +42,11 @@ SHIPPED: tuple[ShippedWorkflow, ...] = (
     ShippedWorkflow("sefi_ide", 6, "Per-stage identity tokens for any SDXL model (SeFi-IDE)", "any SDXL checkpoint",
                     "Trains per-noise-stage identity tokens from 1-5 photos, then makes a portrait with them.",
                     (200, 96, 170)),
+    ShippedWorkflow("flux_basic", 7, "FLUX portrait from one photo (FaceT5)", "FaceT5-FLUX",
+                    "One photo of a person and a prompt make a FLUX portrait of them, with the official settings.",
+                    (64, 196, 200)),
+    ShippedWorkflow("flux_two_people", 8, "FLUX two people in one image (FaceT5)", "FaceT5-FLUX",
+                    "One photo of each of two people: one FLUX image with both, one on each half.", (72, 140, 210)),
 )
 
 BY_KEY = {w.key: w for w in SHIPPED}

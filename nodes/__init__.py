@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from .encode import FaceCLIPEncode, FaceCLIPTextEncode
 from .faces import FaceCLIPPrepareFaces
+from .facet5 import FaceCLIPFaceT5Encode, FaceCLIPFaceT5Loader
 from .folders import register_model_folders
 from .identity import FaceCLIPApplyIDEmbedding, FaceCLIPLoadIDEmbedding, FaceCLIPTrainIDEmbedding
 from .loaders import FaceCLIPFaceDetectorLoader, FaceCLIPLoader
@@ -21,6 +22,8 @@ NODES: list[type[io.ComfyNode]] = [
     FaceCLIPTrainIDEmbedding,
     FaceCLIPLoadIDEmbedding,
     FaceCLIPApplyIDEmbedding,
+    FaceCLIPFaceT5Loader,
+    FaceCLIPFaceT5Encode,
 ]
 
 __all__ = ["NODES", "register_model_folders"]

@@ -23,6 +23,9 @@ FACET5_NEGATIVE = (
     "quality, nsfw, abstract, glitch, deformed, mutated, ugly, disfigured, text, watermark, bad hands, error, jpeg "
     "artifacts, blurry, missing fingers, poorly drawn face, ugly eyes, imperfect eyes, deformed pupils, deformed "
     "iris, bad anatomy")
+# The distilled guidance the official script gives FLUX's guidance embedder (FluxPipeline guidance_scale=1.0) for
+# both the positive and the negative pass; its true CFG (3.5) is a sampler setting (ComfyUI's KSampler cfg).
+FACET5_GUIDANCE = 1.0
 
 
 @dataclass(frozen=True)

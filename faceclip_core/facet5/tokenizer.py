@@ -45,6 +45,8 @@ def _candidate_roots(comfy_root: str | os.PathLike | None) -> list[Path]:
     comfy = sys.modules.get("comfy")  # inside ComfyUI it is imported already; looking it up imports nothing
     if comfy is not None and getattr(comfy, "__file__", None):
         roots.append(Path(comfy.__file__).resolve().parents[1])
+    elif comfy is not None:  # ComfyUI's comfy is a namespace package (no __init__.py): no __file__, a __path__
+        roots.extend(Path(p).resolve().parent for p in getattr(comfy, "__path__", ()))
     here = Path(__file__).resolve().parents
     if len(here) > 4:  # <ComfyUI>/custom_nodes/<this pack>/faceclip_core/facet5/tokenizer.py
         roots.append(here[4])

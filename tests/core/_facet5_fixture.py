@@ -1,5 +1,6 @@
 """Shared helpers for the FaceT5 tests: the parity fixture (tests/fixtures/facet5_parity) as usable tensors, and the
-T5 tokenizer.json of the test ComfyUI."""
+T5 tokenizer.json of the test ComfyUI. The fixture's weights come from tests/harness/tiny_facet5.py (the end-to-end
+tests' tiny FaceT5 encoder is the same weights)."""
 from __future__ import annotations
 
 import json
@@ -10,35 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import comfyui_dir
+from tests.harness.tiny_facet5 import PARITY, fixture_state_dict  # noqa: F401  (re-exported for the tests)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-PARITY = FIXTURES / "facet5_parity"
-KEY_LIST = FIXTURES / "facet5_encoder_keys.txt"
+KEY_LIST = PARITY.parent / "facet5_encoder_keys.txt"
 CASES = ("a", "b", "c", "d", "e", "f")
 UNCOUPLED = ("a", "b", "e", "f")  # B=1 cases: the official output is what a row encoded alone gives
 COUPLED = ("c", "d")  # B=2 in one official call: its fuser mixed the rows (official quirk, not reproduced)
-# The reduced token tables of weights.safetensors: <prefix>.rows / <prefix>.ids -> <prefix>.weight [vocab, d].
-TOKEN_TABLES = {"encoder_2.t5_encoder.embed_tokens": 32128, "encoder_1.text_model.embeddings.token_embedding": 49408}
 # sha256 of ComfyUI's T5 tokenizer.json that produced the fixture's T5 ids (config.json)
 T5_TOKENIZER_SHA256 = "6cd1badb7467cdab971403bbeb1945070ca385652385a2b6549f672b08089dfc"
-
-
-@lru_cache(maxsize=1)
-def _weights() -> dict[str, torch.Tensor]:
-    return load_file(str(PARITY / "weights.safetensors"))
-
-
-def fixture_state_dict() -> dict[str, torch.Tensor]:
-    """The fixture weights with the reduced token tables rebuilt into full tables, as the README says (a fresh
-    dict; the official file's keys exactly)."""
-    sd = dict(_weights())
-    for prefix, vocab in TOKEN_TABLES.items():
-        rows = sd.pop(f"{prefix}.rows")
-        ids = sd.pop(f"{prefix}.ids")
-        table = torch.zeros(vocab, rows.shape[1], dtype=rows.dtype)
-        table[ids] = rows
-        sd[f"{prefix}.weight"] = table
-    return sd
 
 
 @lru_cache(maxsize=1)

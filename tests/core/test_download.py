@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from faceclip_core import load_encoder
+from faceclip_core import flux_dit, load_encoder, load_facet5_encoder
 from faceclip_headless.download import DOWNLOADS, main
 from tests.core._encoder_fixture import fixture_state_dict
+from tests.harness import tiny_facet5
 
 
 class FakeHub(http.server.ThreadingHTTPServer):
@@ -22,6 +24,7 @@ class FakeHub(http.server.ThreadingHTTPServer):
         self.published: dict[str, str | None] = {}  # repo path -> sha256 the hub claims (None: no LFS checksum)
         self.cut_next_download_at: int | None = None  # close the connection after this many bytes, once
         self.ranges: list[str | None] = []
+        self.requested: list[str] = []  # every path asked for (HEAD and GET)
 
     def publish(self, repo_path: str, data: bytes, sha256: str | None = "real") -> None:
         self.files[repo_path] = data
@@ -49,6 +52,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         path = self.path.lstrip("/")
+        self.server.requested.append(path)
         if path in self.server.files:
             self._redirect(path)
         else:
@@ -56,6 +60,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.lstrip("/")
+        self.server.requested.append(path)
         if path in self.server.files:
             return self._redirect(path)
         if not path.startswith("cdn/") or path[4:] not in self.server.files:
@@ -145,3 +150,29 @@ def test_the_official_encoder_pickle_is_converted_to_safetensors(hub, tmp_path):
     encoder = load_encoder(converted)
     assert encoder.face_clip_l.positional_embedding.weight.shape[0] == 77
     assert not (tmp_path / "models" / ".faceclip_downloads" / "face_clip_encoder.pt").exists()
+
+
+def test_the_facet5_files_are_opt_in_and_converted(hub, tmp_path):
+    """--variant flux fetches FaceT5-FLUX's two pickles (checksums from the host, as for the SDXL files) and converts
+    them; the default run never asks for them (36 GB)."""
+    encoder_pt, dit_pt = tmp_path / "face_t5_encoder.pt", tmp_path / "dit.pt"
+    torch.save(tiny_facet5.fixture_state_dict(), encoder_pt)
+    cfg = flux_dit.FluxDiTConfig(hidden=128, depth=1, depth_single=1, in_channels=64, out_channels=64,
+                                 context_dim=64, pooled_dim=128, mlp_hidden=512, head_dim=128, guidance=True)
+    torch.save({k: torch.full(s, 0.5, dtype=torch.bfloat16) for k, s in flux_dit.expected_layout(cfg).items()}, dit_pt)
+    hub.publish(repo_path("facet5_encoder"), encoder_pt.read_bytes())
+    hub.publish(repo_path("facet5_dit"), dit_pt.read_bytes())
+    assert {repo_path("facet5_encoder"), repo_path("facet5_dit")} == {
+        "ByteDance/FaceCLIP/resolve/main/model/face_t5_encoder.pt", "ByteDance/FaceCLIP/resolve/main/model/dit.pt"}
+
+    models = tmp_path / "models"
+    assert main(["--models-dir", str(models), "--base-url", hub.url]) == 1  # the SDXL files: not on this hub
+    assert not any("face_t5" in r or "dit.pt" in r for r in hub.requested)
+
+    assert main(["--models-dir", str(models), "--variant", "flux", "--base-url", hub.url]) == 0
+    encoder = models / "faceclip" / "facet5_encoder.safetensors"
+    dit = models / "diffusion_models" / "facet5_flux_dit.safetensors"
+    assert load_facet5_encoder(encoder).cfg.t5.d_model == 64
+    assert flux_dit.check_state_dict(load_file(str(dit))) == cfg  # diffusers names kept for ComfyUI's UNETLoader
+    assert not (models / ".faceclip_downloads" / "dit.pt").exists()  # originals removed after converting
+    assert download(hub, models, "facet5_dit") == 0  # there already: skipped

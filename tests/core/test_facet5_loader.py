@@ -183,10 +183,10 @@ def test_reports_missing_unexpected_and_wrong_shape_keys():
 
 def test_refuses_reduced_token_table_form():
     """The fixture's compact token tables are a test convenience, not a weights format the product accepts."""
-    from tests.core._facet5_fixture import _weights
+    from tests.harness.tiny_facet5 import fixture_weights
 
     with pytest.raises(FaceCLIPStateDictError, match="token_embedding.weight"):
-        faceclip_core.load_facet5_encoder(dict(_weights()))
+        faceclip_core.load_facet5_encoder(dict(fixture_weights()))
 
 
 def test_refuses_inconsistent_architecture():

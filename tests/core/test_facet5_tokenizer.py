@@ -102,6 +102,14 @@ def test_t5_tokenizer_is_found_from_an_imported_comfy_package(monkeypatch):
     assert find_t5_tokenizer() == t5_tokenizer_json()
 
 
+def test_t5_tokenizer_is_found_from_comfys_namespace_package(monkeypatch):
+    """ComfyUI's comfy folder has no __init__.py: the imported package has a __path__ and no __file__."""
+    fake = type(sys)("comfy")
+    fake.__path__ = [str(comfyui_dir() / "comfy")]
+    monkeypatch.setitem(sys.modules, "comfy", fake)
+    assert find_t5_tokenizer() == t5_tokenizer_json()
+
+
 def test_missing_t5_tokenizer_is_explained(tmp_path):
     with pytest.raises(FaceT5TokenizerError, match="comfy/text_encoders/t5_tokenizer/tokenizer.json.*t5_tokenizer="):
         find_t5_tokenizer(tmp_path)

@@ -11,7 +11,8 @@ from tests.e2e.conftest import TINY_FACECLIP, UNET_NAME, VAE_NAME
 # Node ids are permanent (saved workflows refer to them); this list guards against renames.
 PACK_NODES = {"FaceCLIPLoader", "FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces", "FaceCLIPEncode",
               "FaceCLIPTextEncode", "FaceCLIPFaceSimilarity",
-              "FaceCLIPTrainIDEmbedding", "FaceCLIPLoadIDEmbedding", "FaceCLIPApplyIDEmbedding"}
+              "FaceCLIPTrainIDEmbedding", "FaceCLIPLoadIDEmbedding", "FaceCLIPApplyIDEmbedding",
+              "FaceCLIPFaceT5Loader", "FaceCLIPFaceT5Encode"}
 
 
 def text_to_image_graph(prompt: str, negative: str, seed: int = 1, size: int = 64) -> dict:

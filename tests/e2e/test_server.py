@@ -15,7 +15,7 @@ def test_server_loads_the_pack_without_import_errors(client, comfy_server):
 def test_node_search_finds_the_nodes_by_the_words_artists_use(client):
     info = {name: spec for name, spec in client.object_info().items()
             if PACK_DIR_NAME in spec.get("python_module", "")}  # this pack's nodes, not the test-only ones
-    assert len(info) == 9
+    assert len(info) == 11
 
     def found(word: str) -> set[str]:  # what the frontend's search matches: names, categories and aliases
         word = word.lower()
@@ -26,6 +26,7 @@ def test_node_search_finds_the_nodes_by_the_words_artists_use(client):
     assert {"FaceCLIPEncode", "FaceCLIPLoader", "FaceCLIPFaceSimilarity", "FaceCLIPTrainIDEmbedding",
             "FaceCLIPApplyIDEmbedding"} <= found("identity")
     assert {"FaceCLIPFaceSimilarity", "FaceCLIPEncode", "FaceCLIPTrainIDEmbedding"} <= found("likeness")
-    assert {"FaceCLIPEncode", "FaceCLIPPrepareFaces"} <= found("portrait")
+    assert {"FaceCLIPEncode", "FaceCLIPPrepareFaces", "FaceCLIPFaceT5Encode"} <= found("portrait")
+    assert {"FaceCLIPFaceT5Loader", "FaceCLIPFaceT5Encode"} <= found("flux")
     assert {"FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces", "FaceCLIPFaceSimilarity"} <= found("insightface")
     assert {"FaceCLIPTrainIDEmbedding", "FaceCLIPLoadIDEmbedding", "FaceCLIPApplyIDEmbedding"} <= found("ID embedding")

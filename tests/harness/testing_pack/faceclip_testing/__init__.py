@@ -356,11 +356,105 @@ class LoadedModels(io.ComfyNode):
         return io.NodeOutput(latent, ui={"loaded_models": [state]})
 
 
+# Model calls recorded by RecordModelCalls, per name, until ModelCalls reports (and clears) them.
+_MODEL_CALLS: dict[str, list[dict]] = {}
+
+
+class RecordModelCalls(io.ComfyNode):
+    """A MODEL whose every call of the diffusion model is recorded under ``name`` (after all other patches and
+    wrappers, as the model receives it): sigma, cond_or_uncond, the cross-attention context's shape and per-row
+    sums, the pooled vector's (``y``) shape and the ``guidance`` values. Wire the sampler's output through
+    ModelCalls to read them."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_RecordModelCalls", category="testing",
+                         inputs=[io.Model.Input("model"), io.String.Input("name")], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model, name: str) -> io.NodeOutput:
+        import comfy.patcher_extension
+
+        calls = _MODEL_CALLS.setdefault(name, [])
+
+        def model_call(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+            y, guidance = kwargs.get("y"), kwargs.get("guidance")
+            calls.append({
+                "sigma": float(t.reshape(-1)[0]), "cond_or_uncond": list(transformer_options["cond_or_uncond"]),
+                "context_shape": list(c_crossattn.shape),
+                "context_sums": [float(c_crossattn[i].float().sum()) for i in range(c_crossattn.shape[0])],
+                "y_shape": None if y is None else list(y.shape),
+                "guidance": None if guidance is None else [float(g) for g in guidance.reshape(-1)]})
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+        recorded = model.clone()
+        recorded.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "faceclip_test_record",
+                                      model_call)
+        return io.NodeOutput(recorded)
+
+
+class ModelCalls(io.ComfyNode):
+    """Passes a LATENT through (wire it after the sampler) and reports, then forgets, the calls RecordModelCalls
+    recorded under ``name``."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_ModelCalls", category="testing",
+                         inputs=[io.Latent.Input("latent"), io.String.Input("name")], outputs=[io.Latent.Output()],
+                         is_output_node=True)
+
+    @classmethod
+    def execute(cls, latent, name: str) -> io.NodeOutput:
+        return io.NodeOutput(latent, ui={"model_calls": _MODEL_CALLS.pop(name, [])})
+
+
+def _patcher_state(patcher) -> dict:
+    import comfy.model_management as mm
+
+    return {"patcher": type(patcher).__name__, "model": type(patcher.model).__name__,
+            "load_device": str(patcher.load_device), "size": patcher.model_size(), "loaded": patcher.loaded_size(),
+            "held": any(m.model is patcher for m in mm.current_loaded_models)}
+
+
+class FaceT5State(io.ComfyNode):
+    """Passes a LATENT through (wire it after the sampler) and reports the FACECLIP_FACET5's patcher and the
+    diffusion models the model manager holds; with ``free``, then asks the manager for all the encoder device's
+    memory while keeping the diffusion models, as loading a DiT that needs the memory does on a GPU (on the CPU
+    ComfyUI never frees for a load), and reports again."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_FaceT5State", category="testing",
+                         inputs=[io.Custom("FACECLIP_FACET5").Input("facet5"), io.Latent.Input("after"),
+                                 io.Boolean.Input("free", default=False)],
+                         outputs=[io.Latent.Output()], is_output_node=True)
+
+    @classmethod
+    def execute(cls, facet5, after, free: bool) -> io.NodeOutput:
+        import comfy.model_base
+        import comfy.model_management as mm
+
+        def report() -> dict:
+            diffusion = [m for m in mm.current_loaded_models
+                         if m.model is not None and isinstance(m.model.model, comfy.model_base.BaseModel)]
+            return {"encoder": _patcher_state(facet5.patcher),
+                    "diffusion": [{"model": type(m.model.model).__name__, **_patcher_state(m.model)}
+                                  for m in diffusion]}
+
+        state = {"before": report()}
+        if free:
+            keep = [m for m in mm.current_loaded_models
+                    if m.model is not None and isinstance(m.model.model, comfy.model_base.BaseModel)]
+            mm.free_memory(1e30, facet5.patcher.load_device, keep_loaded=keep)
+            state["after_free"] = report()
+        return io.NodeOutput(after, ui={"state": [state]})
+
+
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts,
                 SaveStageContexts, DynamicUNETLoader, DynamicFaceCLIPLoader, ModelManagerState, PartialLoadEncode,
-                LoadedModels]
+                LoadedModels, RecordModelCalls, ModelCalls, FaceT5State]
 
 
 async def comfy_entrypoint() -> TestingExtension:
