@@ -43,7 +43,9 @@ def make_small(prompt: dict, photos: list[str]) -> None:
         prompt[node_id]["inputs"]["image"] = photos[i % len(photos)]
     for node_id in find_nodes(prompt, "KSampler"):
         prompt[node_id]["inputs"]["steps"] = 2
-    for node_id in find_nodes(prompt, "EmptyLatentImage"):
+    for node_id in find_nodes(prompt, "EmptyLatentImage") + find_nodes(prompt, "EmptySD3LatentImage"):
+        prompt[node_id]["inputs"].update(width=64, height=64)
+    for node_id in find_nodes(prompt, "ModelSamplingFlux"):
         prompt[node_id]["inputs"].update(width=64, height=64)
     for node_id in find_nodes(prompt, "CheckpointLoaderSimple"):  # no full SDXL checkpoint here: tiny parts
         prompt[node_id] = {"class_type": "FaceCLIPTest_SDXLParts", "inputs": {}}
@@ -68,8 +70,13 @@ def test_workflow_runs_end_to_end(client, path, photo_names):
     prompt[sampler]["inputs"]["positive"] = ["probe", 0]
     result = client.run(prompt)
     assert result.ok, result.describe_error()
+    flux = bool(find_nodes(prompt, "FaceCLIPFaceT5Encode"))
     for entry in result.outputs["probe"]["conditioning"]:
-        assert entry["shape"][1:] == [77, 2048] and entry["extras"]["pooled_output"][1:] == [1280]
+        if flux:  # FaceT5's T5 and CLIP-L widths in the tiny test encoder; FLUX's distilled guidance the official 1.0
+            assert entry["shape"][1:] == [512, 64] and entry["extras"]["pooled_output"][1:] == [128], entry
+            assert entry["extras"]["guidance"] == "1.0", entry  # repr of the float
+        else:
+            assert entry["shape"][1:] == [77, 2048] and entry["extras"]["pooled_output"][1:] == [1280], entry
         assert entry["finite"]
     (save,) = find_nodes(prompt, "SaveImage")
     image = result.images(save)[0]
