@@ -86,6 +86,24 @@ MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
         is_folder=True, alternatives=PREFERRED_PACKS[1:]),
 )
 
+FLUX_VAE_SOURCE = ("FLUX.1-dev's VAE, ae.safetensors, from https://huggingface.co/black-forest-labs/FLUX.1-dev "
+                   "(gated: accept its licence there first)")
+
+# --variant flux: FaceT5-FLUX's files under the names the FLUX workflows use, and the same face detector.
+FLUX_MAIN_JOB_MODELS: tuple[RequiredModel, ...] = (
+    RequiredModel(
+        "faceclip", "facet5_encoder.safetensors", "FaceT5 joint face+text encoder (FaceCLIP's FLUX variant)",
+        f"download model/face_t5_encoder.pt from {FACECLIP_HF}, then convert it: python -m faceclip_core.convert "
+        "face_t5_encoder.pt <ComfyUI>/models/faceclip/facet5_encoder.safetensors"),
+    RequiredModel(
+        "diffusion_models", "facet5_flux_dit.safetensors", "FaceT5's fine-tuned FLUX.1-dev DiT",
+        f"download model/dit.pt from {FACECLIP_HF}, then convert it: python -m faceclip_core.convert dit.pt "
+        "<ComfyUI>/models/diffusion_models/facet5_flux_dit.safetensors"),
+    RequiredModel("vae", "ae.safetensors", "FLUX.1-dev's VAE", FLUX_VAE_SOURCE),
+    MAIN_JOB_MODELS[-1],
+)
+MODELS_BY_VARIANT = {"sdxl": MAIN_JOB_MODELS, "flux": FLUX_MAIN_JOB_MODELS}
+
 
 def read_extra_model_paths(yaml_path: Path) -> dict[str, list[Path]]:
     """Folder name -> paths, the way ComfyUI reads extra_model_paths.yaml (base_path joins relative entries)."""
@@ -110,10 +128,11 @@ def read_extra_model_paths(yaml_path: Path) -> dict[str, list[Path]]:
     return folders
 
 
-def model_folders(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> dict[str, list[Path]]:
+def model_folders(comfyui_dir: Path, extra_yaml: Iterable[Path] = (),
+                  models: Iterable[RequiredModel] = MAIN_JOB_MODELS) -> dict[str, list[Path]]:
     """Every folder ComfyUI would search, by folder name: models/<name> first, then extra_model_paths entries."""
     folders: dict[str, list[Path]] = {}
-    for m in MAIN_JOB_MODELS:
+    for m in models:
         folders.setdefault(m.folder, []).append(comfyui_dir / "models" / m.folder)
     yamls = [comfyui_dir / "extra_model_paths.yaml", *extra_yaml]
     for y in yamls:
@@ -129,20 +148,22 @@ class MissingModel:
     searched: tuple[Path, ...]
 
 
-def find_missing(comfyui_dir: Path, extra_yaml: Iterable[Path] = ()) -> list[MissingModel]:
-    folders = model_folders(comfyui_dir, extra_yaml)
+def find_missing(comfyui_dir: Path, extra_yaml: Iterable[Path] = (),
+                 models: tuple[RequiredModel, ...] = MAIN_JOB_MODELS) -> list[MissingModel]:
+    folders = model_folders(comfyui_dir, extra_yaml, models)
     missing = []
-    for m in MAIN_JOB_MODELS:
+    for m in models:
         searched = tuple(folders.get(m.folder, []))
         if not any(m.present(folder / name) for folder in searched for name in m.names):
             missing.append(MissingModel(m, searched))
     return missing
 
 
-def find_missing_on_server(list_folder: Callable[[str], list[str] | None]) -> list[MissingModel]:
+def find_missing_on_server(list_folder: Callable[[str], list[str] | None],
+                           models: tuple[RequiredModel, ...] = MAIN_JOB_MODELS) -> list[MissingModel]:
     """The same check against a running ComfyUI: ``list_folder(name)`` returns its file listing of a model folder
     (GET /models/<name>), or None when the server has no such folder."""
-    return [MissingModel(m, ()) for m in MAIN_JOB_MODELS if not m.listed_in(list_folder(m.folder) or [])]
+    return [MissingModel(m, ()) for m in models if not m.listed_in(list_folder(m.folder) or [])]
 
 
 def describe_missing(missing: list[MissingModel]) -> str:
@@ -156,7 +177,11 @@ def describe_missing(missing: list[MissingModel]) -> str:
             lines.append("    (searched: " + ", ".join(str(p) for p in item.searched) + ")")
     lines.append("Other folders can be added under the keys faceclip, diffusion_models, vae and insightface "
                  "of ComfyUI's extra_model_paths.yaml.")
-    if any(item.model.folder != "insightface" for item in missing):
+    if any(item.model in FLUX_MAIN_JOB_MODELS[:2] for item in missing):
+        lines.append("With network access, `python -m faceclip_headless.download --comfyui <ComfyUI> --variant "
+                     "flux` fetches FaceT5's encoder and DiT (36 GB; checksums verified, resumable) and converts "
+                     "them.")
+    elif any(item.model.folder != "insightface" for item in missing):
         lines.append("With network access, `python -m faceclip_headless.download --comfyui <ComfyUI>` fetches "
                      "the FaceCLIP and VAE files (checksums verified, resumable) and converts them.")
     return "\n".join(lines)

@@ -33,7 +33,13 @@ from faceclip_core.faces.model_packs import AUTO_PACK
 from faceclip_core.faces.prepare import NO_FACE_POLICIES
 
 from .client import ComfyClient, PromptResult
-from .model_files import describe_missing, find_missing, find_missing_on_server
+from .model_files import (
+    MODELS_BY_VARIANT,
+    RequiredModel,
+    describe_missing,
+    find_missing,
+    find_missing_on_server,
+)
 from .server import ComfyServer, ServerConfig, ServerStartError
 from .shipped_workflows import BY_KEY
 from .workflow import find_nodes, to_api
@@ -42,6 +48,22 @@ logger = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-faceclip"
 BASIC_WORKFLOW = BY_KEY["basic"].path
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What --variant runs: a shipped one-photo workflow and the node types the job fills in."""
+    workflow: Path
+    encode_node: str  # takes the prompt
+    latent_node: str  # takes the size
+    models: tuple[RequiredModel, ...]
+
+
+VARIANTS = {
+    "sdxl": Variant(BASIC_WORKFLOW, "FaceCLIPEncode", "EmptyLatentImage", MODELS_BY_VARIANT["sdxl"]),
+    "flux": Variant(BY_KEY["flux_basic"].path, "FaceCLIPFaceT5Encode", "EmptySD3LatentImage",
+                    MODELS_BY_VARIANT["flux"]),
+}
 
 EXIT_FAILED, EXIT_BAD_ARGS, EXIT_MODELS_MISSING = 1, 2, 3
 EPILOG = ("Face detection uses whichever insightface pack is installed: antelopev2, else buffalo_l (Load Face "
@@ -72,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt", required=True, help="what the portrait should show (name the subject: a woman...)")
     p.add_argument("--out", type=Path, default=Path("portrait.png"), help="where to write the PNG")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--variant", choices=list(VARIANTS), default="sdxl",
+                   help="sdxl: FaceCLIP-SDXL (default, official CFG 5); flux: FaceT5-FLUX (FLUX.1-dev fine-tune, "
+                        "official CFG 3.5 and guidance 1.0; workflow '7 - FLUX portrait from one photo')")
     p.add_argument("--seed", type=int, default=453563, help="sampling seed (default: the official demo's)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (official: 50)")
     p.add_argument("--width", type=int, default=864, help="image width (official: 864)")
@@ -106,20 +131,23 @@ def locate_comfyui(explicit: Path | None) -> Path | None:
     return next((c.resolve() for c in candidates if (c / "main.py").is_file()), None)
 
 
-def portrait_prompt(workflow: dict, object_info: dict, image: str, request: PortraitRequest) -> dict:
-    """The basic workflow as an API prompt, with the user's photo, prompt, seed, steps, size and no-face settings
-    filled in, and Load Face Detector set to pack "auto" (whatever pack the workflow names)."""
+def portrait_prompt(workflow: dict, object_info: dict, image: str, request: PortraitRequest,
+                    variant: Variant = VARIANTS["sdxl"]) -> dict:
+    """The variant's one-photo workflow as an API prompt, with the user's photo, prompt, seed, steps, size and
+    no-face settings filled in, and Load Face Detector set to pack "auto" (whatever pack the workflow names)."""
     prompt = to_api(workflow, object_info)
-    targets = {t: find_nodes(prompt, t) for t in ("LoadImage", "FaceCLIPEncode", "KSampler", "EmptyLatentImage",
+    targets = {t: find_nodes(prompt, t) for t in ("LoadImage", variant.encode_node, "KSampler", variant.latent_node,
                                                   "SaveImage", "FaceCLIPFaceDetectorLoader", "FaceCLIPPrepareFaces")}
     missing = [t for t, ids in targets.items() if len(ids) != 1]
     if missing:
-        raise ValueError(f"{BASIC_WORKFLOW.name} must have exactly one node of each of {', '.join(missing)}")
+        raise ValueError(f"{variant.workflow.name} must have exactly one node of each of {', '.join(missing)}")
     one = {t: prompt[ids[0]]["inputs"] for t, ids in targets.items()}
     one["LoadImage"]["image"] = image
-    one["FaceCLIPEncode"]["prompt"] = request.prompt
+    one[variant.encode_node]["prompt"] = request.prompt
     one["KSampler"].update(seed=request.seed, steps=request.steps)
-    one["EmptyLatentImage"].update(width=request.width, height=request.height)
+    one[variant.latent_node].update(width=request.width, height=request.height)
+    for node_id in find_nodes(prompt, "ModelSamplingFlux"):  # FLUX's schedule follows the output size
+        prompt[node_id]["inputs"].update(width=request.width, height=request.height)
     # "auto": the job runs with whichever insightface pack is installed (the pre-flight accepts either).
     one["FaceCLIPFaceDetectorLoader"].update(pack=AUTO_PACK, threshold=request.face_threshold)
     one["FaceCLIPPrepareFaces"]["on_no_face"] = request.on_no_face
@@ -168,10 +196,13 @@ def check_request(args: argparse.Namespace) -> str | None:
         return f"--face {args.face} is not an image PIL can read ({type(exc).__name__}); give a JPEG, PNG or WebP."
     if not 1 <= args.steps <= 10000:
         return f"--steps must be between 1 and 10000, got {args.steps}."
+    # SDXL's latent is 1/8 of the image; FLUX packs 2x2 latent cells into one token, so its grid is 16.
+    grid, model = (16, "FLUX") if args.variant == "flux" else (8, "SDXL")
     for name in ("width", "height"):
         value = getattr(args, name)
-        if not 64 <= value <= MAX_SIDE or value % 8:
-            return f"--{name} must be a multiple of 8 between 64 and {MAX_SIDE} (SDXL's latent grid), got {value}."
+        if not 64 <= value <= MAX_SIDE or value % grid:
+            return (f"--{name} must be a multiple of {grid} between 64 and {MAX_SIDE} ({model}'s latent grid), "
+                    f"got {value}.")
     if not 0 <= args.seed < 2 ** 64:
         return f"--seed must be between 0 and 2**64 - 1, got {args.seed}."
     if args.on_no_face not in ON_NO_FACE_CHOICES:
@@ -193,12 +224,12 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
     if args.server:
         client = ComfyClient(args.server, timeout=args.timeout)
         try:
-            info = client.object_info("FaceCLIPEncode")  # {} from a ComfyUI without the pack
+            info = client.object_info(VARIANTS[args.variant].encode_node)  # {} from a ComfyUI without the pack
         except Exception as exc:  # noqa: BLE001 - refused, timed out, or not ComfyUI's HTTP API
             logger.error("Cannot reach ComfyUI at %s (%s: %s). Is it running, and is that its address?",
                          args.server, type(exc).__name__, exc)
             return EXIT_FAILED
-        if "FaceCLIPEncode" not in info:
+        if VARIANTS[args.variant].encode_node not in info:
             logger.error(NO_PACK, args.server)
             return EXIT_FAILED
 
@@ -208,7 +239,7 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
             except Exception:  # noqa: BLE001 - an unknown folder answers 404: report it as missing
                 return None
 
-        missing = find_missing_on_server(listing)
+        missing = find_missing_on_server(listing, VARIANTS[args.variant].models)
         if missing:
             logger.error(describe_missing(missing))
             return EXIT_MODELS_MISSING
@@ -219,7 +250,7 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
         logger.error("No ComfyUI found. Pass --comfyui /path/to/ComfyUI, set COMFYUI_PATH, install this pack under "
                   "ComfyUI/custom_nodes/, or pass --server URL of a running ComfyUI.")
         return EXIT_BAD_ARGS
-    missing = find_missing(comfyui, args.extra_model_paths_config)
+    missing = find_missing(comfyui, args.extra_model_paths_config, VARIANTS[args.variant].models)
     if missing:
         logger.error(describe_missing(missing))
         return EXIT_MODELS_MISSING
@@ -263,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(client, int):
             return client
         info = client.object_info()
-        if "FaceCLIPEncode" not in info:
+        variant = VARIANTS[args.variant]
+        if variant.encode_node not in info:
             logger.error(NO_PACK, client.base_url)
             return EXIT_FAILED
         image = client.upload_image(args.face)
-        prompt = portrait_prompt(json.loads(BASIC_WORKFLOW.read_text()), info, image, request)
+        prompt = portrait_prompt(json.loads(variant.workflow.read_text()), info, image, request, variant)
         logger.info("Generating: %d steps at %dx%d, seed %d ...", request.steps, request.width, request.height,
                  request.seed)
         result = client.run(prompt)

@@ -95,6 +95,28 @@ def test_portrait_through_a_running_server(comfy_server, tmp_path):
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file for the user, not a private temp file
 
 
+def test_flux_portrait_through_a_running_server(comfy_server, tmp_path):
+    """--variant flux runs workflow 7 (FaceT5 Encode, FLUX DiT, ModelSamplingFlux at the output size)."""
+    out = tmp_path / "flux.png"
+    r = run_main_job("--variant", "flux", "--face", str(face_photo(tmp_path)), "--prompt", "A woman on a desert "
+                     "plateau", "--out", str(out), "--server", comfy_server.url, "--steps", "2", "--width", "64",
+                     "--height", "64", "--seed", "7", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_png(out, (64, 64))
+
+
+def test_flux_models_missing_are_named(photo, tmp_path):
+    yaml = model_root(tmp_path, present={"vae", "insightface"})
+    r = run_main_job("--variant", "flux", "--face", str(photo), "--prompt", "A woman", "--out",
+                     str(tmp_path / "p.png"), "--comfyui", str(comfyui_dir()), "--extra-model-paths-config",
+                     str(yaml))
+    assert r.returncode == 3, r.stderr
+    for name in ("facet5_encoder.safetensors", "facet5_flux_dit.safetensors", "ae.safetensors"):
+        assert f"- {name}" in r.stderr, r.stderr
+    assert "model/face_t5_encoder.pt" in r.stderr and "--variant flux" in r.stderr
+    assert "faceclip_sdxl_encoder" not in r.stderr  # the SDXL files are not asked for
+
+
 def test_portrait_starting_its_own_comfyui(comfy_base, tmp_path):
     """The README's command as a user runs it: ComfyUI started for the job, models found via their yaml. This user
     has buffalo_l and no antelopev2: the models check accepts it, and Load Face Detector's "auto" takes it."""
@@ -206,6 +228,7 @@ def test_a_comfyui_without_the_pack_is_named_as_such(photo, tmp_path):
     (["--width", "100"], "--width must be a multiple of 8"),
     (["--height", "20000"], "--height must be a multiple of 8"),
     (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
+    (["--variant", "flux", "--width", "1000"], "--width must be a multiple of 16"),
     (["--on-no-face", "skip"], "with the one --face photo nothing would be left"),
     (["--on-no-face", "ignore"], "--on-no-face must be one of raise, text_only, got 'ignore'"),
     (["--face-threshold", "0"], "--face-threshold must be between 0.05 and 0.95"),
