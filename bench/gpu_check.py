@@ -31,6 +31,8 @@ child process with what is left of --budget-s, so a crash or a hang costs only i
   (dynamic VRAM with all but TIGHT_USABLE_GIB of the GPU reserved by --reserve-vram: on a large GPU nothing would
   otherwise need the encoder's memory, so this is the mode where it must be released). On the CPU ComfyUI refuses
   --lowvram beside --cpu, so there the second mode only exercises the path (a second server, same settings).
+- ``facet5``: FaceT5-FLUX's encoder, the same report as ``encoder`` (one timed run per dtype) on a random file in
+  the released layout (12.5 GB bf16, written once into the models folder; fp32 needs 23.7 GB on the device).
 - ``train``: bench/train.py's cuda backend (the ID-embedding training bench, full-size SDXL at 1024 px), a few
   steps with gradient checkpointing, reusing the models folder; skipped when less than --train-min-s is left.
   ``--tiny``: its tiny backend (the cuda backend at test size is tests/e2e/test_bench_train.py's).
@@ -62,12 +64,13 @@ sys.path.insert(0, str(REPO))
 
 logger = logging.getLogger(__name__)
 GIB = 2 ** 30
-SECTIONS = ("encoder", "graph", "train")
+SECTIONS = ("encoder", "graph", "facet5", "train")
 MODES = {"default": [], "lowvram": ["--lowvram", "--disable-dynamic-vram"], "tight": ["--reserve-vram"]}
 # "tight" (CUDA only): dynamic VRAM with all but this much of the GPU reserved, so the UNet (5.1 GB in fp16) and
 # the encoder (3.2 GB) cannot both stay loaded with the sampler's working memory: the encoder must give way.
 TIGHT_USABLE_GIB = 10
 ENCODER_FILE = "faceclip_encoder_random.safetensors"
+FACET5_FILE = "facet5_encoder_random.safetensors"  # written by the facet5 section when it runs
 VAE_FILE = "sdxl_vae_random.safetensors"
 
 
@@ -183,8 +186,10 @@ def diff_stats(out, ref) -> dict:
             "rel_l2": float((out - ref).norm() / (ref.norm() or 1.0))}
 
 
-def section_encoder(a: argparse.Namespace) -> dict:
-    """Each weight dtype in turn in this process (one CUDA context; peak VRAM reset per dtype)."""
+def encoder_report(a: argparse.Namespace, path: Path, variant: str = "sdxl", t5_tokenizer: str | None = None,
+                   runs_per_dtype: int | None = None) -> dict:
+    """Each weight dtype in turn in this process (one CUDA context; peak VRAM reset per dtype): load time, encode
+    latency per batch size and peak memory (bench/encoder.py's worker), and each dtype's outputs against fp32's."""
     import gc
 
     import torch
@@ -192,14 +197,15 @@ def section_encoder(a: argparse.Namespace) -> dict:
     from bench import encoder as encoder_bench
 
     sizes = TINY if a.tiny else FULL
-    path = str(Path(a.models) / ENCODER_FILE)
     batches = list(sizes.batches)
+    timed = runs_per_dtype or sizes.encoder_runs
     runs: dict[str, dict] = {}
     outputs: dict[str, dict] = {}
     for dtype in ("fp32", "bf16", "fp16"):
         store: dict = {}
         try:
-            runs[dtype] = encoder_bench.worker(path, dtype, a.device, sizes.encoder_runs, batches, outputs=store)
+            runs[dtype] = encoder_bench.worker(str(path), dtype, a.device, timed, batches, outputs=store,
+                                               variant=variant, t5_tokenizer=t5_tokenizer)
         except Exception as exc:  # one dtype failing (say, fp16 overflowing) must not hide the others
             logger.exception("encoder %s failed", dtype)
             runs[dtype] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -217,8 +223,33 @@ def section_encoder(a: argparse.Namespace) -> dict:
             ref_emb, ref_pooled = reference[b]["last"]
             emb, pooled = store[b]["warmup" if dtype == "fp32" else "last"]
             parity[dtype][f"b{b}"] = {"embeddings": diff_stats(emb, ref_emb), "pooled": diff_stats(pooled, ref_pooled)}
-    return {"runs": runs, "parity_vs_fp32": parity, "batches": batches, "timed_runs": sizes.encoder_runs,
-            "file": "tiny random encoder" if a.tiny else "full-size random encoder (bf16 file)"}
+    return {"runs": runs, "parity_vs_fp32": parity, "batches": batches, "timed_runs": timed}
+
+
+def section_encoder(a: argparse.Namespace) -> dict:
+    """FaceCLIP-SDXL's encoder (the file section_models wrote)."""
+    out = encoder_report(a, Path(a.models) / ENCODER_FILE)
+    out["file"] = "tiny random encoder" if a.tiny else "full-size random encoder (bf16 file)"
+    return out
+
+
+def section_facet5(a: argparse.Namespace) -> dict:
+    """FaceT5-FLUX's encoder: a random file in the released layout (12.5 GB bf16 at full size), written once into
+    the models folder, then the same report as the SDXL encoder's (fp32 needs 23.7 GB of device memory)."""
+    from bench import encoder as encoder_bench
+
+    path = Path(a.models) / FACET5_FILE
+    out: dict = {}
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        out["checkpoint"] = (encoder_bench.make_tiny_checkpoint(tmp, "facet5") if a.tiny
+                             else encoder_bench.make_facet5_checkpoint(tmp))
+        tmp.replace(path)
+    out["file_gb"] = round(path.stat().st_size / 1e9, 3)
+    tokenizer = comfyui_dir(a.comfyui) / "comfy" / "text_encoders" / "t5_tokenizer" / "tokenizer.json"
+    out.update(encoder_report(a, path, "facet5", str(tokenizer), runs_per_dtype=1 if not a.tiny else None))
+    out["file"] = "tiny random FaceT5 encoder" if a.tiny else "full-size random FaceT5 encoder (bf16 file)"
+    return out
 
 
 def add_probe(graph: dict, name: str) -> None:
@@ -337,7 +368,8 @@ def section_graph(a: argparse.Namespace) -> dict:
     return out
 
 
-CHILDREN = {"models": section_models, "encoder": section_encoder, "graph": section_graph}
+CHILDREN = {"models": section_models, "encoder": section_encoder, "graph": section_graph,
+            "facet5": section_facet5}
 
 
 # ---------------------------------------------------------------- parent: runs the sections in turn

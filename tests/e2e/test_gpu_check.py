@@ -23,7 +23,7 @@ def test_the_gpu_check_runs_every_section_and_reports_it(tmp_path):
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    for section in ("models", "encoder", "graph", "train"):
+    for section in ("models", "encoder", "graph", "facet5", "train"):
         assert "error" not in report[section], (section, report[section].get("error"))
     assert report["ok"] is True and report["wall_s"] > 0
     assert report["options"]["device"] == "cpu" and report["torch"]
@@ -42,6 +42,15 @@ def test_the_gpu_check_runs_every_section_and_reports_it(tmp_path):
             for output in ("embeddings", "pooled"):
                 assert _finite_stats(parity[dtype][batch][output]), (dtype, batch, output)
             assert parity[dtype][batch]["embeddings"]["rel_l2"] < 0.5  # lower precision, same computation
+
+    facet5 = report["facet5"]  # FaceT5-FLUX's encoder, the same report
+    for dtype in ("fp32", "bf16", "fp16"):
+        run = facet5["runs"][dtype]
+        assert "error" not in run, run
+        assert run["variant"] == "facet5" and run["encode_b1_median_s"] > 0
+    assert facet5["parity_vs_fp32"]["fp32"]["b1"]["embeddings"]["max_abs"] == 0.0
+    for dtype in ("bf16", "fp16"):
+        assert facet5["parity_vs_fp32"][dtype]["b1"]["embeddings"]["rel_l2"] < 0.5
 
     graph = report["graph"]
     assert set(graph["modes"]) == {"default"} and report["options"]["modes"] == ["default"]
