@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceclip_headless.model_files import MAIN_JOB_MODELS  # noqa: E402
+from faceclip_headless.model_files import FLUX_MAIN_JOB_MODELS, MAIN_JOB_MODELS  # noqa: E402
 from faceclip_headless.shipped_workflows import SHIPPED, ShippedWorkflow  # noqa: E402
 
 logger = logging.getLogger("build_workflows")
@@ -251,8 +251,98 @@ def sefi_ide() -> list[N]:
                                 "eyes closed", 400)]
 
 
+FLUX_W, FLUX_H = 864, 1152  # the official FaceT5-FLUX size
+FLUX_PROMPT = "A woman wearing a blue denim shirt and khaki pants, on a rocky desert plateau"  # official, as is
+FLUX_MODEL = {m.folder: m.name for m in FLUX_MAIN_JOB_MODELS}  # the names `--variant flux` checks for
+FLUX_VAE_URL = "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors"
+# The official sampling mapped onto core nodes (shared/docs/facet5-flux.md §7): true CFG 3.5 = KSampler cfg,
+# guidance 1.0 is in FaceT5 Encode's conditioning, the schedule comes from ModelSamplingFlux at the output size.
+FLUX_SAMPLER = {"steps": 50, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple"}
+
+
+def flux_model_nodes() -> list[N]:
+    return [
+        N("facet5", "FaceCLIPFaceT5Loader", 0, {"encoder_name": FLUX_MODEL["faceclip"], "weight_dtype": "auto"},
+          min_size=(420, 0), models=[model("faceclip", FLUX_MODEL["faceclip"])]),
+        N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
+          min_size=(420, 0)),
+        N("unet", "UNETLoader", 0, {"unet_name": FLUX_MODEL["diffusion_models"], "weight_dtype": "default"},
+          title="Load FaceT5 FLUX DiT", min_size=(420, 0),
+          models=[model("diffusion_models", FLUX_MODEL["diffusion_models"])]),
+        N("schedule", "ModelSamplingFlux", 0, {"max_shift": 1.15, "base_shift": 0.5, "width": FLUX_W,
+                                               "height": FLUX_H}, {"model": ("unet", 0)}, min_size=(420, 0)),
+        N("vae", "VAELoader", 0, {"vae_name": FLUX_MODEL["vae"]}, min_size=(420, 0),
+          models=[model("vae", FLUX_MODEL["vae"], FLUX_VAE_URL)]),
+    ]
+
+
+def flux_sampling_nodes(positive, negative, col: int, prefix: str) -> list[N]:
+    nodes = sampling_nodes(positive, negative, col, prefix, model_link=("schedule", 0), size=(FLUX_W, FLUX_H),
+                           sampler=FLUX_SAMPLER)
+    for n in nodes:
+        if n.key == "latent":  # FLUX's 16-channel latent
+            n.type = "EmptySD3LatentImage"
+    return nodes
+
+
+def flux_basic() -> list[N]:
+    return [
+        note("**FLUX portrait from one photo (FaceT5-FLUX).** FaceT5 Encode turns the face and your prompt into "
+             "FLUX conditioning (guidance 1.0, set by the node) and encodes the official negative with a zero "
+             "face. Official settings: euler + simple, 50 steps, CFG 3.5 (true CFG against the negative), "
+             "ModelSamplingFlux at the output size, 864x1152. Replace the example photo with yours. Models: see "
+             "the pack's README."),
+        *flux_model_nodes(),
+        photo("photo_a", PHOTO, 1),
+        N("faces_a", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
+          {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(340, 520)),
+        N("encode_a", "FaceCLIPFaceT5Encode", 3, {"prompt": FLUX_PROMPT},
+          {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(400, 300)),
+        *flux_sampling_nodes(("encode_a", 0), ("encode_a", 1), 4, "FaceT5_FLUX"),
+    ]
+
+
+def flux_two_people() -> list[N]:
+    half = FLUX_W // 2
+    people = []
+    for side, image, prompt in (("left", PHOTO, "A woman in a red dress, standing on the left, at a summer garden "
+                                                 "party, warm evening light"),
+                                ("right", PHOTO_2, "A woman in a grey suit, standing on the right, at a summer "
+                                                   "garden party, warm evening light")):
+        people += [
+            photo(f"photo_{side}", image, 1),
+            N(f"faces_{side}", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0,
+                                                           "on_no_face": "raise"},
+              {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(340, 520)),
+            N(f"encode_{side}", "FaceCLIPFaceT5Encode", 3, {"prompt": prompt},
+              {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(400, 300)),
+        ]
+    return [
+        note("**FLUX: two people in one image (FaceT5-FLUX).** Each person gets a FaceT5 Encode of their own, "
+             "limited to one half of the picture by core Conditioning (Set Mask); each prompt describes the whole "
+             "scene and that person. Both example photos show the same person: load one photo of each of your "
+             "two people. Change the masks to move people around."),
+        *flux_model_nodes(),
+        *people,
+        N("empty", "SolidMask", 4, {"value": 0.0, "width": FLUX_W, "height": FLUX_H}, min_size=(260, 0)),
+        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": FLUX_H}, min_size=(260, 0)),
+        N("mask_left", "MaskComposite", 4, {"x": 0, "y": 0, "operation": "add"},
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(260, 0)),
+        N("mask_right", "MaskComposite", 4, {"x": half, "y": 0, "operation": "add"},
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(260, 0)),
+        N("set_left", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
+          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(300, 0)),
+        N("set_right", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
+          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(300, 0)),
+        N("people", "ConditioningCombine", 5, links={"conditioning_1": ("set_left", 0),
+                                                     "conditioning_2": ("set_right", 0)}, min_size=(300, 0)),
+        *flux_sampling_nodes(("people", 0), ("encode_left", 1), 6, "FaceT5_FLUX_two_people"),
+    ]
+
+
 BUILDERS = {"basic": basic, "several_photos": several_photos, "two_people": two_people,
-            "likeness_check": likeness_check, "id_ea": id_ea, "sefi_ide": sefi_ide}
+            "likeness_check": likeness_check, "id_ea": id_ea, "sefi_ide": sefi_ide, "flux_basic": flux_basic,
+            "flux_two_people": flux_two_people}
 
 # Runs in the page: builds one graph from the spec, lays it out, returns the frontend's serialization.
 BUILD_GRAPH = """async (spec) => {
