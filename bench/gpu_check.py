@@ -3,7 +3,7 @@
 On a CUDA machine that has torch but no network and no ComfyUI:
 
     bash bench/gpu_bundle.sh     # here, with network: .gpu_bundle/ = ComfyUI 0.30.0 source + the wheels it lacks
-    bash bench/gpu_check.sh      # there: installs the bundle under /tmp, then runs this script (under 8 minutes)
+    bash bench/gpu_check.sh      # there: installs the bundle under /tmp, then runs this script (under 9 minutes)
 
 At test size on the CPU (tests/e2e/test_gpu_check.py runs this, so the GPU command cannot rot), with the test
 environment's ComfyUI (`bash tests/run.sh` provisions it) or $COMFYUI_PATH:
@@ -476,8 +476,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", default=None, help="folder for the random model files, kept and reused "
                                                    "(default: inside --work)")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one, removed at the end)")
-    ap.add_argument("--budget-s", type=float, default=420.0, help="time for all sections; train is skipped or "
-                                                                   "stopped when it runs out (default 420)")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="time for all sections; train is skipped or "
+                                                                   "stopped when it runs out (default 480)")
     ap.add_argument("--train-min-s", type=float, default=None, help="start train only with this much budget left "
                                                                      "(default 150; 0 with --tiny)")
     ap.add_argument("--setup-s", type=float, default=None, help="seconds the shell wrapper spent installing")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pack's GPU check in one command, on a CUDA machine with torch but no network and no ComfyUI:
-#   bash bench/gpu_check.sh [bench/gpu_check.py options]      (under 8 minutes on one H100/H200)
+#   bash bench/gpu_check.sh [bench/gpu_check.py options]      (under 9 minutes on one H100/H200)
 # Needs the bundle that `bash bench/gpu_bundle.sh` wrote (on a machine with network) into .gpu_bundle/, or
 # $GPU_BUNDLE. Installs the bundle's wheels that this Python lacks into $GPU_CHECK_DIR/site (default
 # /tmp/faceclip_gpu_check; nothing else on the machine changes), unpacks ComfyUI there, then runs
