@@ -32,7 +32,10 @@ def serve_help_pages(folder_name: str = PACK_DIR.name) -> str | None:
         return None
     from server import PromptServer  # ComfyUI's; imported here so the module imports anywhere
 
+    server = getattr(PromptServer, "instance", None)
+    if server is None:  # nodes loaded without a web server (a script, a test): nothing to serve
+        return None
     prefix = f"/extensions/{pack_id}/docs"
-    PromptServer.instance.routes.static(prefix, DOCS)
+    server.routes.static(prefix, DOCS)
     logger.info("FaceCLIP: help pages also served at %s (the pack's folder is %r)", prefix, folder_name)
     return prefix

@@ -149,8 +149,27 @@ def several_photos() -> list[N]:
     ]
 
 
+def halves(width: int, height: int) -> list[N]:
+    """encode_left / encode_right limited to the left / right half of the image by core masks, then combined
+    (node "people"): columns 4 and 5."""
+    half = width // 2
+    return [
+        N("empty", "SolidMask", 4, {"value": 0.0, "width": width, "height": height}, min_size=(260, 0)),
+        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": height}, min_size=(260, 0)),
+        N("mask_left", "MaskComposite", 4, {"x": 0, "y": 0, "operation": "add"},
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(260, 0)),
+        N("mask_right", "MaskComposite", 4, {"x": half, "y": 0, "operation": "add"},
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(260, 0)),
+        N("set_left", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
+          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(300, 0)),
+        N("set_right", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
+          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(300, 0)),
+        N("people", "ConditioningCombine", 5, links={"conditioning_1": ("set_left", 0),
+                                                     "conditioning_2": ("set_right", 0)}, min_size=(300, 0)),
+    ]
+
+
 def two_people() -> list[N]:
-    half = W // 2
     return [
         note("**Two people in one image.** Each person gets a FaceCLIP Encode of their own, limited to one half "
              "of the picture by core Conditioning (Set Mask); a face-free scene prompt covers the whole image. "
@@ -172,18 +191,7 @@ def two_people() -> list[N]:
         N("scene", "FaceCLIPTextEncode", 3, {"text": "Two friends at a summer garden party, warm evening light, "
                                                      "photo."},
           {"faceclip": ("faceclip", 0)}, min_size=(400, 200)),
-        N("empty", "SolidMask", 4, {"value": 0.0, "width": W, "height": H}, min_size=(260, 0)),
-        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": H}, min_size=(260, 0)),
-        N("mask_left", "MaskComposite", 4, {"x": 0, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(260, 0)),
-        N("mask_right", "MaskComposite", 4, {"x": half, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(260, 0)),
-        N("set_left", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(300, 0)),
-        N("set_right", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(300, 0)),
-        N("people", "ConditioningCombine", 5, links={"conditioning_1": ("set_left", 0),
-                                                     "conditioning_2": ("set_right", 0)}, min_size=(300, 0)),
+        *halves(W, H),
         N("all", "ConditioningCombine", 5, links={"conditioning_1": ("people", 0), "conditioning_2": ("scene", 0)},
           min_size=(300, 0)),
         *sampling_nodes(("all", 0), ("encode_left", 1), 6, "FaceCLIP_two_people"),
@@ -303,7 +311,6 @@ def flux_basic() -> list[N]:
 
 
 def flux_two_people() -> list[N]:
-    half = FLUX_W // 2
     people = []
     for side, image, prompt in (("left", PHOTO, "A woman in a red dress, standing on the left, at a summer garden "
                                                  "party, warm evening light"),
@@ -324,18 +331,7 @@ def flux_two_people() -> list[N]:
              "two people. Change the masks to move people around."),
         *flux_model_nodes(),
         *people,
-        N("empty", "SolidMask", 4, {"value": 0.0, "width": FLUX_W, "height": FLUX_H}, min_size=(260, 0)),
-        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": FLUX_H}, min_size=(260, 0)),
-        N("mask_left", "MaskComposite", 4, {"x": 0, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(260, 0)),
-        N("mask_right", "MaskComposite", 4, {"x": half, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(260, 0)),
-        N("set_left", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(300, 0)),
-        N("set_right", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(300, 0)),
-        N("people", "ConditioningCombine", 5, links={"conditioning_1": ("set_left", 0),
-                                                     "conditioning_2": ("set_right", 0)}, min_size=(300, 0)),
+        *halves(FLUX_W, FLUX_H),
         *flux_sampling_nodes(("people", 0), ("encode_left", 1), 6, "FaceT5_FLUX_two_people"),
     ]
 
