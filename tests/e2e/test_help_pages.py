@@ -5,6 +5,7 @@ python_module cut as below; a GitHub ZIP or release download gives the folder an
 """
 from __future__ import annotations
 
+import importlib.util
 import urllib.error
 import urllib.request
 
@@ -16,6 +17,17 @@ from tests.conftest import REPO, comfyui_dir
 from tests.harness.server_env import PACK_DIR_NAME, prepare_base, server_config
 
 NODE_IDS = sorted(p.stem for p in (REPO / "web" / "docs").glob("*.md"))
+
+
+def _help_pages_module():
+    """nodes/help_pages.py on its own (the nodes package imports ComfyUI; this module imports it only to serve)."""
+    spec = importlib.util.spec_from_file_location("faceclip_help_pages", REPO / "nodes" / "help_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+frontend_pack_id = _help_pages_module().frontend_pack_id
 
 
 def frontend_help_url(server_url: str, python_module: str, node_id: str) -> str:
@@ -46,10 +58,20 @@ def test_help_pages_resolve_for_a_git_clone(comfy_server):
     assert fetch_help(comfy_server.url) == {n: 200 for n in NODE_IDS}
 
 
-@pytest.mark.parametrize("folder", ["comfyui-faceclip-main", "comfyui-faceclip-1.2.0"])
-def test_help_pages_resolve_for_a_zip_download(folder, tmp_path):
-    """GitHub's "Download ZIP" gives comfyui-faceclip-main; a release's ZIP comfyui-faceclip-1.2.0."""
-    assert folder != PACK_DIR_NAME
+@pytest.mark.parametrize("folder,frontend_id", [("comfyui-faceclip-main", "comfyui-faceclip-main"),
+                                                ("comfyui-faceclip-1.2.0", "comfyui-faceclip-1"),
+                                                ("comfyui-faceclip@1.2.0", "comfyui-faceclip"),
+                                                ("comfyui-faceclip", "comfyui-faceclip")])
+def test_the_pack_knows_where_the_frontend_looks(folder, frontend_id):
+    assert frontend_pack_id(folder) == frontend_id
+    assert frontend_help_url("", f"custom_nodes.{folder}", "X") == f"/extensions/{frontend_id}/docs/X.md"
+
+
+def test_help_pages_resolve_for_a_zip_download(tmp_path):
+    """A release's ZIP unpacks to comfyui-faceclip-1.2.0, which the frontend cuts to comfyui-faceclip-1 (GitHub's
+    "Download ZIP", comfyui-faceclip-main, takes the same path: any name but the project's)."""
+    folder = "comfyui-faceclip-1.2.0"
+    assert frontend_pack_id(folder) != PACK_DIR_NAME
     base = prepare_base(tmp_path / "base", comfyui_dir())
     server = ComfyServer(server_config(base, comfyui_dir(), tmp_path / "mount", pack_dir_name=folder)).start()
     try:
