@@ -142,6 +142,17 @@ def test_basic_workflow_queues_from_the_ui_and_shows_the_output_image(browser, u
         assert "type=output" in image["src"] and (image["width"], image["height"]) == (64, 64), shown
 
 
+MISSING_MODELS_PANEL = """(name) => {
+  const overlay = document.querySelector('[data-testid="error-overlay"]');
+  const details = [...(overlay?.querySelectorAll("button, a") ?? [])].find((e) => /details/i.test(e.innerText));
+  details?.click();
+  const panel = [...document.querySelectorAll('[role="dialog"], .p-dialog, aside, [data-testid*="panel"]')]
+    .map((e) => e.innerText)
+    .find((text) => text.includes("Missing Models") && text.includes(name));
+  return panel ?? null;
+}"""
+
+
 def test_a_missing_model_is_named_with_its_folder_and_download_address(browser):
     """Loader nodes carry their model's name, folder and (where one is published) download URL, which the
     frontend's missing-models notice uses; here the VAE is renamed to one the server does not have."""
@@ -153,8 +164,13 @@ def test_a_missing_model_is_named_with_its_folder_and_download_address(browser):
     vae["widgets_values"][0] = entry["name"] = missing
     entry["url"] = entry["url"].rsplit("/", 1)[0] + "/" + missing
     report = load_workflow(browser, workflow)
-    browser.screenshot("workflow-missing-model")
     assert missing in (report["overlay"] or ""), report
+    # "View details": the frontend's panel lists the file with its folder and a download button
+    panel = browser.wait_for(MISSING_MODELS_PANEL, missing, timeout=20, what="the missing-models panel")
+    browser.screenshot("workflow-missing-model")
+    after = panel.split(missing, 1)[1].split("\n")
+    assert [line for line in after if line.strip()][:2] == ["vae", "Download"], panel
+    browser.press("Escape")  # close the panel for the tests that follow
     loaders = [n for n in workflow["nodes"] if n["type"] in ("FaceCLIPLoader", "UNETLoader", "VAELoader",
                                                              "CheckpointLoaderSimple")]
     assert all(n["properties"]["models"][0]["directory"] for n in loaders)
