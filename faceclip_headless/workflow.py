@@ -76,7 +76,8 @@ def to_api(workflow: dict, object_info: dict[str, Any]) -> dict[str, dict]:
         by_name = saved if isinstance(saved, dict) else None  # some frontends save widgets by name
         values = [] if by_name is not None else list(saved)
         inputs: dict[str, Any] = {}
-        for name, spec in ordered_inputs(schema):
+        declared = ordered_inputs(schema)
+        for name, spec in declared:
             value = None
             if is_widget(spec):
                 value = by_name.get(name) if by_name is not None else (values.pop(0) if values else None)
@@ -89,8 +90,9 @@ def to_api(workflow: dict, object_info: dict[str, Any]) -> dict[str, dict]:
                 inputs[name] = value  # a widget, or a widget driven by a PrimitiveNode (its value is mirrored here)
         # Inputs that grow (V3 Autogrow: "images.image0", "images.image1", ...) are saved under dotted names
         # below the schema's own input; ComfyUI nests them again when it runs the node.
+        declared_names = {name for name, _ in declared}
         for name, link in linked.items():
-            if "." in name and name not in inputs and name.split(".", 1)[0] in dict(ordered_inputs(schema)):
+            if "." in name and name not in inputs and name.split(".", 1)[0] in declared_names:
                 inputs[name] = _source(links, nodes, link)
         prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs,
                                    "_meta": {"title": node.get("title", schema.get("display_name", kind))}}

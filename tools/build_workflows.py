@@ -106,13 +106,13 @@ def face_nodes(key: str, images, col: int, prompt: str, identity: str = "per_fac
 
 
 def sampling_nodes(positive, negative, col: int, prefix: str, model_link=("unet", 0), vae_link=("vae", 0),
-                   size=(W, H), sampler=None) -> list[N]:
+                   size=(W, H), sampler=None, latent_type: str = "EmptyLatentImage") -> list[N]:
     settings = {"seed": SEED, "control_after_generate": "fixed", "steps": 50, "cfg": 5.0, "sampler_name": "euler",
                 "scheduler": "ddim_uniform", "denoise": 1.0, **(sampler or {})}
     return [
         N("sample", "KSampler", col, settings, {"model": model_link, "positive": positive, "negative": negative,
                                                 "latent_image": ("latent", 0)}, min_size=(320, 0)),
-        N("latent", "EmptyLatentImage", col, {"width": size[0], "height": size[1], "batch_size": 1},
+        N("latent", latent_type, col, {"width": size[0], "height": size[1], "batch_size": 1},
           min_size=(320, 0)),
         N("decode", "VAEDecode", col + 1, links={"samples": ("sample", 0), "vae": vae_link}, min_size=(300, 0)),
         N("save", "SaveImage", col + 1, {"filename_prefix": prefix}, {"images": ("decode", 0)},
@@ -285,12 +285,9 @@ def flux_model_nodes() -> list[N]:
 
 
 def flux_sampling_nodes(positive, negative, col: int, prefix: str) -> list[N]:
-    nodes = sampling_nodes(positive, negative, col, prefix, model_link=("schedule", 0), size=(FLUX_W, FLUX_H),
-                           sampler=FLUX_SAMPLER)
-    for n in nodes:
-        if n.key == "latent":  # FLUX's 16-channel latent
-            n.type = "EmptySD3LatentImage"
-    return nodes
+    # EmptySD3LatentImage: FLUX's 16-channel latent
+    return sampling_nodes(positive, negative, col, prefix, model_link=("schedule", 0), size=(FLUX_W, FLUX_H),
+                          sampler=FLUX_SAMPLER, latent_type="EmptySD3LatentImage")
 
 
 def flux_basic() -> list[N]:

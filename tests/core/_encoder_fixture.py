@@ -1,12 +1,13 @@
 """Shared helpers for the encoder tests: the parity fixture (tests/fixtures/faceclip_parity) as usable tensors."""
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from tests.core._fixture_files import fixture_cases, fixture_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PARITY = FIXTURES / "faceclip_parity"
@@ -33,14 +34,12 @@ def fixture_state_dict() -> dict[str, torch.Tensor]:
     return sd
 
 
-@lru_cache(maxsize=1)
 def cases() -> dict[str, torch.Tensor]:
-    return load_file(str(PARITY / "cases.safetensors"))
+    return fixture_cases(PARITY)
 
 
-@lru_cache(maxsize=1)
 def config() -> dict:
-    return json.loads((PARITY / "config.json").read_text(encoding="utf-8"))
+    return fixture_config(PARITY)
 
 
 def case_inputs(case: str) -> tuple[torch.Tensor, list[str], torch.Tensor]:

@@ -3,14 +3,12 @@ T5 tokenizer.json of the test ComfyUI. The fixture's weights come from tests/har
 tests' tiny FaceT5 encoder is the same weights)."""
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from tests.conftest import comfyui_dir
+from tests.core._fixture_files import fixture_cases, fixture_config
 from tests.harness.tiny_facet5 import PARITY, fixture_state_dict  # noqa: F401  (re-exported for the tests)
 
 KEY_LIST = PARITY.parent / "facet5_encoder_keys.txt"
@@ -21,14 +19,12 @@ COUPLED = ("c", "d")  # B=2 in one official call: its fuser mixed the rows (offi
 T5_TOKENIZER_SHA256 = "6cd1badb7467cdab971403bbeb1945070ca385652385a2b6549f672b08089dfc"
 
 
-@lru_cache(maxsize=1)
 def cases() -> dict[str, torch.Tensor]:
-    return load_file(str(PARITY / "cases.safetensors"))
+    return fixture_cases(PARITY)
 
 
-@lru_cache(maxsize=1)
 def config() -> dict:
-    return json.loads((PARITY / "config.json").read_text(encoding="utf-8"))
+    return fixture_config(PARITY)
 
 
 def case_images(case: str) -> torch.Tensor:
