@@ -15,6 +15,14 @@ PY="$FACECLIP_TESTENV/venv/bin/python"
 "$PY" -m ruff check "$REPO"
 
 cd "$REPO"
+# The end-to-end tests write about 4 GB of random models and outputs under the temporary folder: say so up front
+# rather than fail midway on "No space left on device".
+tmp_root=${TMPDIR:-/tmp}
+free_kib=$(df -Pk "$tmp_root" | awk 'NR==2 {print $4}')
+echo "[tests] $(( free_kib / 1048576 )) GiB free in $tmp_root" >&2
+if [ "$free_kib" -lt $(( 6 * 1048576 )) ]; then
+  echo "[tests] warning: less than 6 GiB free in $tmp_root; the end-to-end tests may run out of disk" >&2
+fi
 set +e
 "$PY" -m pytest -c tests/pytest.ini tests "$@"
 rc=$?

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -120,10 +121,14 @@ def test_non_ascii_prompts_work(enc):
     assert torch.isfinite(emb).all()
 
 
-# how far a row's half-precision kernels may move with the batch around it: within the measured error of each
-# dtype against fp32 on this fixture (test_encoder_parity: 0.0054 fp16, 0.051 bf16)
-@pytest.mark.parametrize("dtype,tol", [(torch.float16, 0.01), (torch.bfloat16, 0.06)])
-def test_chunked_encode_in_the_gpus_dtype_equals_one_batch_and_reports_progress(dtype, tol):
+# how far a row's half-precision kernels may move with the batch around it: a rounding flip or two at the output's
+# largest magnitude. A fixed bound fails by one ULP on some thread counts (bf16's ULP at 8..16 is 0.0625).
+def _two_ulps_at_max(values: torch.Tensor, dtype: torch.dtype) -> float:
+    return 2 * torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(values.abs().max().item()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_chunked_encode_in_the_gpus_dtype_equals_one_batch_and_reports_progress(dtype):
     """What FaceCLIP Encode runs on a GPU: half-precision weights, a batch in chunks, an artist's long prompt."""
     enc = faceclip_core.load_encoder(fixture_state_dict(), dtype=dtype)
     prompt = ", ".join(["a woman in a blue denim shirt on a rocky desert plateau at golden hour"] * 8)
@@ -133,5 +138,5 @@ def test_chunked_encode_in_the_gpus_dtype_equals_one_batch_and_reports_progress(
     chunked = enc.encode(faces, [prompt] * 5, mask, chunk_size=2, between=lambda d, t: done.append((d, t)))
     assert done == [(2, 5), (4, 5), (5, 5)]
     assert whole[0].dtype == torch.float32 and torch.isfinite(chunked[0]).all()
-    torch.testing.assert_close(chunked[0], whole[0], atol=tol, rtol=0)  # rows do not depend on their batch
-    torch.testing.assert_close(chunked[1], whole[1], atol=tol, rtol=0)
+    for part, ref in zip(chunked, whole, strict=True):  # rows do not depend on their batch
+        torch.testing.assert_close(part, ref, atol=_two_ulps_at_max(ref, dtype), rtol=0)

@@ -5,6 +5,7 @@ user) and HOME, the pack mounted through --extra-model-paths-config. Stopped by 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,19 @@ import pytest
 from faceclip_headless.client import ComfyClient
 from faceclip_headless.server import ComfyServer
 from tests.conftest import comfyui_dir
-from tests.harness.server_env import PACK_DIR_NAME, TINY_FACECLIP, prepare_base, server_config
+from tests.harness.server_env import PACK_DIR_NAME, STORE_ENV, TINY_FACECLIP, prepare_base, server_config
 from tests.harness.tiny_models import UNET_NAME, VAE_NAME
 
 __all__ = ["PACK_DIR_NAME", "TINY_FACECLIP", "UNET_NAME", "VAE_NAME"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model_store(tmp_path_factory) -> Path:
+    """One copy of the tiny models per session: every base folder (servers, help pages, the GPU check's child
+    process) links to it, which keeps the suite's disk use to a few GB."""
+    store = tmp_path_factory.getbasetemp() / "tiny_model_store"
+    os.environ[STORE_ENV] = str(store)
+    return store
 
 
 @pytest.fixture(scope="session")

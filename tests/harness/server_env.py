@@ -7,6 +7,7 @@ folders; the server listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,27 +24,62 @@ PACK_DIR_NAME = "comfyui-faceclip"  # the folder name users get from a git clone
 TESTING_PACK = HARNESS / "testing_pack" / "faceclip_testing"
 TINY_FACECLIP = "tiny_faceclip.safetensors"
 SDXL_BASE_NAME = "sd_xl_base_1.0.safetensors"  # the checkpoint the ID-embedding workflows name
+STORE_ENV = "FACECLIP_TINY_MODEL_STORE"
 TINY_FACET5 = "facet5_encoder.safetensors"  # the name the FaceT5 workflows use (tiny_models: the DiT and FLUX VAE)
 
 
-def prepare_base(base: Path, comfyui_dir: Path) -> Path:
+def make_model_store(store: Path, comfyui_dir: Path) -> Path:
+    """The tiny models every base folder links to, written once into ``store`` (its ``models`` layout): a session's
+    bases and the GPU check's share one copy on disk instead of ~0.8 GB each. A marker written last makes a
+    half-written store (an interrupted run) be rebuilt."""
+    done = store / ".complete"
+    if done.is_file():
+        return store
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    subprocess.run([sys.executable, str(HARNESS / "tiny_models.py"), str(comfyui_dir), str(store)],
+                   check=True, capture_output=True)
+    tiny_faceclip.write(store / "faceclip" / TINY_FACECLIP)
+    tiny_facet5.write(store / "faceclip" / TINY_FACET5)
+    make_pack(store / "insightface" / "antelopev2", "antelopev2")
+    for path in store.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)  # linked into every base: a test writing into one must not change the others'
+    done.write_text("")
+    return store
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copyfile(source, target)
+
+
+def prepare_base(base: Path, comfyui_dir: Path, store: Path | None = None) -> Path:
     """Folders ComfyUI expects, tiny models (also under the names the shipped workflows use: FaceCLIP-SDXL's and
-    FaceT5-FLUX's encoder, diffusion model and VAE), a stand-in insightface pack."""
+    FaceT5-FLUX's encoder, diffusion model and VAE), a stand-in insightface pack.
+
+    The models are links into ``store`` (default: $FACECLIP_TINY_MODEL_STORE, which the test session sets, else a
+    store inside ``base``)."""
     for sub in ("models", "input", "output", "user", "temp", "home", "custom_nodes"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, str(HARNESS / "tiny_models.py"), str(comfyui_dir), str(base / "models")],
-                   check=True, capture_output=True)
-    tiny_faceclip.write(base / "models" / "faceclip" / TINY_FACECLIP)
-    tiny_facet5.write(base / "models" / "faceclip" / TINY_FACET5)
-    make_pack(base / "models" / "insightface" / "antelopev2", "antelopev2")
+    if store is None:
+        store = Path(os.environ.get(STORE_ENV) or base / "tiny_model_store")
+    make_model_store(store, comfyui_dir)
+    models = base / "models"
+    for source in store.rglob("*"):
+        if source.is_file() and source.name != ".complete":
+            _link_or_copy(source, models / source.relative_to(store))
     tiny = {"faceclip": TINY_FACECLIP, "diffusion_models": UNET_NAME, "vae": VAE_NAME}
     for model in MAIN_JOB_MODELS:
         if model.folder in tiny:
-            os.link(base / "models" / model.folder / tiny[model.folder], base / "models" / model.folder / model.name)
+            os.link(models / model.folder / tiny[model.folder], models / model.folder / model.name)
     # The ID-embedding workflows name SDXL base; the frontend checks that the file is listed when a workflow opens.
     # Nothing loads it here (the tests run those graphs on tiny SDXL parts), so a link to the tiny UNet serves.
-    (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    os.link(base / "models" / "diffusion_models" / UNET_NAME, base / "models" / "checkpoints" / SDXL_BASE_NAME)
+    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+    os.link(models / "diffusion_models" / UNET_NAME, models / "checkpoints" / SDXL_BASE_NAME)
     return base
 
 
