@@ -7,7 +7,7 @@ importing this package needs only torch, numpy and safetensors.
 from __future__ import annotations
 
 from .conditioning import average_identity
-from .dtypes import WEIGHT_DTYPES
+from .dtypes import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES
 from .encoder import OFFICIAL_NEGATIVE, FaceCLIPEncoder
 from .errors import FaceCLIPError, FaceCLIPInputError, FaceCLIPStateDictError, FaceCLIPWeightsError
 from .faces import (
@@ -43,8 +43,8 @@ from .loader import load_encoder
 from .tokenizer import tokenize
 
 __all__ = [
-    "FACET5_NEGATIVE", "OFFICIAL_NEGATIVE", "WEIGHT_DTYPES", "DetectedFace", "DetectionConfig", "FaceCLIPEncoder",
-    "FaceCLIPError", "FaceT5Encoder",
+    "FACET5_NEGATIVE", "FP8_WEIGHT_DTYPES", "OFFICIAL_NEGATIVE", "WEIGHT_DTYPES", "DetectedFace",
+    "DetectionConfig", "FaceCLIPEncoder", "FaceCLIPError", "FaceT5Encoder",
     "FaceCLIPInputError", "FaceCLIPStateDictError", "FaceCLIPWeightsError", "FaceDetector", "FaceError",
     "FaceInputError", "FaceModelError", "FaceModels", "FaceRecognizer", "FaceSelection", "IDEmbedding",
     "IdentityError", "NoFaceError", "PrepareConfig", "PreparedFaces", "PreparedImage", "align_face",

@@ -56,6 +56,21 @@ def ops_or_default(operations: Any | None) -> Any:
     return DEFAULT_OPERATIONS if operations is None else operations
 
 
+def store_linear_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Re-store every Linear layer's weight of ``model`` in ``dtype`` (an 8-bit float), one layer at a time so only
+    one extra weight exists at once; biases, norms, embeddings and convolutions keep their dtype. Values beyond the
+    type's range are clamped to it rather than becoming NaN (float8_e4m3fn has no infinity); returns how many were.
+    The layers must cast weights to the input's dtype at compute (comfy.ops.manual_cast does)."""
+    limit = torch.finfo(dtype).max
+    clamped = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            weight = module.weight.detach()
+            clamped += int((weight.abs() > limit).sum())
+            module.weight = nn.Parameter(weight.clamp(-limit, limit).to(dtype), requires_grad=False)
+    return clamped
+
+
 def layer_norm_fp32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm (or RMSNorm) computed in float32 and cast back, as open_clip's LayerNormFp32 (safe in fp16/bf16).
     The norm's parameters are held in float32; ComfyUI's layers cast them to the float32 input when they live

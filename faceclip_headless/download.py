@@ -12,6 +12,7 @@ This is the only code in the pack that uses the network, and only when run by ha
   whose checksum cannot be learned or does not match is refused, never placed;
 - resumes from its `.part` file after an interruption (HTTP Range);
 - never overwrites an existing model (a finished file is skipped);
+- is refused before a byte is written when the disk lacks room for it (and for its converted copy);
 - FaceCLIP's pickles are then converted to safetensors (faceclip_core.convert, weights_only loading) and the
   originals deleted unless --keep-originals.
 insightface's antelopev2 pack is not downloaded: its host publishes no checksum and its licence (non-commercial
@@ -24,6 +25,7 @@ import argparse
 import hashlib
 import http.client
 import logging
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -102,8 +104,21 @@ def _sha256_of(path: Path) -> hashlib._Hash:
     return digest
 
 
-def fetch(url: str, target: Path) -> Path:
-    """Download ``url`` to ``target`` (verified, resumable); returns ``target``. An existing target is kept."""
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def ensure_room(folder: Path, needed: int, what: str) -> None:
+    """Refuse, before a byte is written, a download (and its conversion) the disk cannot hold."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise DownloadError(f"{what} needs {needed / 1e9:.1f} GB free in {folder}, but only {free / 1e9:.1f} GB "
+                            "are free: make room there (or pass --models-dir on a bigger disk) and run again")
+
+
+def fetch(url: str, target: Path, then_converted: bool = False) -> Path:
+    """Download ``url`` to ``target`` (verified, resumable); returns ``target``. An existing target is kept.
+    ``then_converted``: room is needed for a converted copy of about the same size too."""
     if target.exists():
         logger.info("%s exists; skipped", target)
         return target
@@ -114,6 +129,8 @@ def fetch(url: str, target: Path) -> Path:
     if have > size:
         part.unlink()
         have = 0
+    ensure_room(target.parent, size - have + (size if then_converted else 0),
+                f"{target.name} ({size / 1e9:.1f} GB{', then converted' if then_converted else ''})")
     digest = _sha256_of(part)
     if have < size:
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -151,7 +168,7 @@ def install(item: Download, models_dir: Path, base_url: str = HF, keep_originals
     url = f"{base_url.rstrip('/')}/{item.repo_path}"
     if not item.convert:
         return fetch(url, final)
-    original = fetch(url, models_dir / ".faceclip_downloads" / Path(item.repo_path).name)
+    original = fetch(url, models_dir / ".faceclip_downloads" / Path(item.repo_path).name, then_converted=True)
     from faceclip_core.convert import convert  # torch is only needed for this step
 
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import comfy.model_patcher
 import comfy.ops
 import torch
 
-from ..faceclip_core import WEIGHT_DTYPES, load_encoder, load_facet5_encoder
+from ..faceclip_core import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES, load_encoder, load_facet5_encoder
 from ..faceclip_core.facet5 import find_t5_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -27,12 +27,21 @@ DEVICES = ("auto", "cpu")
 CHUNK_SIZE = 4
 
 
-def weight_dtype(choice: str, load_device: torch.device) -> torch.dtype:
-    """auto: ComfyUI's own text-encoder policy (fp16 by default; --fp32/--bf16/--fp16-text-enc change it)."""
+def weight_dtypes(choice: str, load_device: torch.device, allow_fp8: bool = False
+                  ) -> tuple[torch.dtype, torch.dtype | None]:
+    """(the weights' dtype, the 8-bit dtype of the Linear weights or None). auto: ComfyUI's own text-encoder policy
+    (fp16 by default; --fp32/--bf16/--fp16-text-enc change it; --fp8_e4m3fn-text-enc gives an encoder that allows
+    it 8-bit Linear weights, the SDXL encoder fp16)."""
     if choice == "auto":
         dtype = mm.text_encoder_dtype(load_device)
-        return dtype if dtype in WEIGHT_DTYPES.values() else torch.float16  # fp8 text encoders: not for FaceCLIP
-    return WEIGHT_DTYPES[choice]
+        if dtype in WEIGHT_DTYPES.values():
+            return dtype, None
+        if allow_fp8 and dtype in FP8_WEIGHT_DTYPES.values():
+            return torch.bfloat16, dtype
+        return torch.float16, None
+    if choice in FP8_WEIGHT_DTYPES:
+        return torch.bfloat16, FP8_WEIGHT_DTYPES[choice]
+    return WEIGHT_DTYPES[choice], None
 
 
 class ManagedEncoder:
@@ -40,10 +49,12 @@ class ManagedEncoder:
     it computes in float32 whatever the weights' storage dtype, as ComfyUI computes its own text encoders."""
 
     def __init__(self, load: Callable[..., torch.nn.Module], path: str, weight_dtype_choice: str = "auto",
-                 device: str = "auto", **load_options: Any):
+                 device: str = "auto", allow_fp8: bool = False, **load_options: Any):
         self.load_device = mm.text_encoder_device() if device == "auto" else torch.device("cpu")
         offload_device = mm.text_encoder_offload_device() if device == "auto" else torch.device("cpu")
-        self.dtype = weight_dtype(weight_dtype_choice, self.load_device)
+        self.dtype, linear_dtype = weight_dtypes(weight_dtype_choice, self.load_device, allow_fp8)
+        if linear_dtype is not None:
+            load_options["linear_dtype"] = linear_dtype
         self.encoder = load(path, device=offload_device, dtype=self.dtype, operations=comfy.ops.manual_cast,
                             compute_dtype=torch.float32, **load_options)
         self.patcher = comfy.model_patcher.CoreModelPatcher(self.encoder, load_device=self.load_device,
@@ -85,7 +96,8 @@ class FaceT5Model(ManagedEncoder):
     and the devices. fp32 compute matters more here than for FaceCLIP-SDXL: T5's activations overflow fp16."""
 
     def __init__(self, path: str, weight_dtype_choice: str = "auto", device: str = "auto"):
-        super().__init__(load_facet5_encoder, path, weight_dtype_choice, device, t5_tokenizer=comfy_t5_tokenizer())
+        super().__init__(load_facet5_encoder, path, weight_dtype_choice, device, allow_fp8=True,
+                         t5_tokenizer=comfy_t5_tokenizer())
 
     def encode(self, faces: torch.Tensor, prompts: Sequence[str],
                between: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

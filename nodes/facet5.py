@@ -5,7 +5,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..faceclip_core import WEIGHT_DTYPES, average_identity
+from ..faceclip_core import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES, average_identity
 from ..faceclip_core.facet5 import FACET5_GUIDANCE, FACET5_NEGATIVE
 from .conditioning import flux_conditioning
 from .encode import IDENTITY_MODES
@@ -30,10 +30,13 @@ class FaceCLIPFaceT5Loader(io.ComfyNode):
                 io.Combo.Input("encoder_name", options=folder_paths.get_filename_list(FACECLIP),
                                tooltip="FaceT5 weights in models/faceclip (convert the official "
                                        "face_t5_encoder.pt with `python -m faceclip_core.convert`)."),
-                io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES], default="auto",
+                io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES, *FP8_WEIGHT_DTYPES],
+                               default="auto",
                                tooltip="How the weights are stored. auto: as ComfyUI stores its text encoders "
-                                       "(fp16, or what --fp32/--bf16/--fp16-text-enc says). fp16/bf16 take "
-                                       "about 12 GB, fp32 about 24 GB. The encoder computes in fp32 either way."),
+                                       "(fp16, or what --fp32/--bf16/--fp16/--fp8_e4m3fn-text-enc says). fp16/bf16 "
+                                       "take about 12 GB, fp32 about 24 GB, fp8_e4m3fn about 6 GB (Linear weights "
+                                       "in 8 bits: slightly less faithful, see the help page). The encoder computes "
+                                       "in fp32 either way."),
                 io.Combo.Input("device", options=list(DEVICES), default="auto", advanced=True,
                                tooltip="auto: ComfyUI's text-encoder device, offloaded when the FLUX model needs "
                                        "the memory. cpu: always run the encoder on the CPU."),

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from .. import safetensors_io
+from ..dtypes import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES
 from ..errors import FaceCLIPStateDictError, FaceCLIPWeightsError
+from ..layers import store_linear_weights
 from ..loader import (
     StateDict,
     _check_floats,
@@ -175,7 +177,8 @@ def _plan_from_safetensors_header(path: Path, dtype: torch.dtype, operations: An
 def load_facet5_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, operations: Any = None,
                         compute_dtype: torch.dtype | None = None,
-                        t5_tokenizer: str | os.PathLike | None = None) -> FaceT5Encoder:
+                        t5_tokenizer: str | os.PathLike | None = None,
+                        linear_dtype: torch.dtype | None = None) -> FaceT5Encoder:
     """Load a FaceT5-FLUX encoder (FaceCLIP's FLUX variant).
 
     ``source``: the official ``face_t5_encoder.pt`` (read with ``torch.load(weights_only=True)``; keys
@@ -185,11 +188,21 @@ def load_facet5_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], 
     ops namespace (default: torch.nn). ``compute_dtype``: the activations' dtype (default: ``dtype``; another one
     needs ops that cast weights per layer, such as comfy.ops.manual_cast). ``t5_tokenizer``: the T5
     tokenizer.json :meth:`FaceT5Encoder.encode` uses (checked now; default: ComfyUI's, looked up when needed).
+    ``linear_dtype``: store the Linear layers' weights (nearly all of the ~6 G parameters) in this 8-bit float
+    instead (``torch.float8_e4m3fn``; the rest stays ``dtype``); needs ``operations`` that cast weights per layer
+    and a ``compute_dtype``. Loading passes through ``dtype`` first, one layer converted at a time.
     Raises :class:`FaceCLIPWeightsError` for unreadable files and :class:`FaceCLIPStateDictError` for state dicts
     that are not a FaceT5 encoder (naming the right loader for a FaceCLIP-SDXL file).
     """
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+    if dtype not in WEIGHT_DTYPES.values():
         raise FaceCLIPWeightsError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    if linear_dtype is not None:
+        if linear_dtype not in FP8_WEIGHT_DTYPES.values():
+            raise FaceCLIPWeightsError(f"linear_dtype must be one of {list(FP8_WEIGHT_DTYPES.values())}, "
+                                       f"got {linear_dtype}")
+        if operations is None or compute_dtype is None:
+            raise FaceCLIPWeightsError("8-bit weights need operations that cast weights at compute (such as "
+                                       "comfy.ops.manual_cast) and a compute_dtype")
     if isinstance(source, (str, os.PathLike)) and _is_safetensors(Path(source)) and Path(source).is_file() \
             and Path(source).stat().st_size > 0:
         want = _plan_from_safetensors_header(Path(source), dtype, operations, compute_dtype)
@@ -198,6 +211,10 @@ def load_facet5_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], 
         sd = read_state_dict(source)
     encoder = encoder_from_state_dict(sd, device=device, dtype=dtype, operations=operations,
                                       compute_dtype=compute_dtype)
+    if linear_dtype is not None:
+        clamped = store_linear_weights(encoder, linear_dtype)
+        if clamped:
+            logger.warning("FaceT5 8-bit weights: %d values beyond %s's range were clamped", clamped, linear_dtype)
     if t5_tokenizer is not None:
         get_t5_tokenizer(t5_tokenizer)  # a wrong path fails at load, not in the first encode
         encoder.t5_tokenizer = t5_tokenizer

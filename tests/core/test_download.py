@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from faceclip_core import flux_dit, load_encoder, load_facet5_encoder
+from faceclip_headless import download as download_module
 from faceclip_headless.download import DOWNLOADS, main
 from tests.core._encoder_fixture import fixture_state_dict
 from tests.harness import tiny_facet5
@@ -138,6 +139,21 @@ def test_a_file_without_a_published_checksum_is_refused(hub, tmp_path):
     hub.publish(repo_path("vae"), b"unverifiable" * 100, sha256=None)
     assert download(hub, tmp_path, "vae") == 1
     assert not (tmp_path / "vae").exists() or not any((tmp_path / "vae").iterdir())
+
+
+def test_a_disk_without_room_for_the_file_and_its_conversion_is_refused_before_downloading(hub, tmp_path,
+                                                                                          monkeypatch, caplog):
+    data = b"x" * 3000
+    hub.publish(repo_path("encoder"), data)
+    monkeypatch.setattr(download_module, "free_bytes", lambda folder: 5000)  # room for the file, not its copy
+    assert download(hub, tmp_path / "models", "encoder") == 1
+    assert "face_clip_encoder.pt (0.0 GB, then converted) needs 0.0 GB free" in caplog.text
+    assert "make room there (or pass --models-dir on a bigger disk)" in caplog.text
+    assert not any(r.startswith("cdn/") for r in hub.requested)  # nothing was fetched
+    assert list((tmp_path / "models").rglob("*.part")) == []
+    monkeypatch.setattr(download_module, "free_bytes", lambda folder: 6000)
+    hub.publish(repo_path("vae"), data)
+    assert download(hub, tmp_path / "models", "vae") == 0  # no conversion: the file alone fits
 
 
 def test_the_official_encoder_pickle_is_converted_to_safetensors(hub, tmp_path):
