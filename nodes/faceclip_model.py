@@ -27,18 +27,13 @@ DEVICES = ("auto", "cpu")
 CHUNK_SIZE = 4
 
 
-def weight_dtypes(choice: str, load_device: torch.device, allow_fp8: bool = False
-                  ) -> tuple[torch.dtype, torch.dtype | None]:
+def weight_dtypes(choice: str, load_device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
     """(the weights' dtype, the 8-bit dtype of the Linear weights or None). auto: ComfyUI's own text-encoder policy
-    (fp16 by default; --fp32/--bf16/--fp16-text-enc change it; --fp8_e4m3fn-text-enc gives an encoder that allows
-    it 8-bit Linear weights, the SDXL encoder fp16)."""
+    (fp16 by default; --fp32/--bf16/--fp16-text-enc change it). 8-bit weights only when picked by name: their cost
+    in accuracy is too high to follow --fp8_e4m3fn-text-enc silently."""
     if choice == "auto":
         dtype = mm.text_encoder_dtype(load_device)
-        if dtype in WEIGHT_DTYPES.values():
-            return dtype, None
-        if allow_fp8 and dtype in FP8_WEIGHT_DTYPES.values():
-            return torch.bfloat16, dtype
-        return torch.float16, None
+        return (dtype if dtype in WEIGHT_DTYPES.values() else torch.float16), None
     if choice in FP8_WEIGHT_DTYPES:
         return torch.bfloat16, FP8_WEIGHT_DTYPES[choice]
     return WEIGHT_DTYPES[choice], None
@@ -49,10 +44,10 @@ class ManagedEncoder:
     it computes in float32 whatever the weights' storage dtype, as ComfyUI computes its own text encoders."""
 
     def __init__(self, load: Callable[..., torch.nn.Module], path: str, weight_dtype_choice: str = "auto",
-                 device: str = "auto", allow_fp8: bool = False, **load_options: Any):
+                 device: str = "auto", **load_options: Any):
         self.load_device = mm.text_encoder_device() if device == "auto" else torch.device("cpu")
         offload_device = mm.text_encoder_offload_device() if device == "auto" else torch.device("cpu")
-        self.dtype, linear_dtype = weight_dtypes(weight_dtype_choice, self.load_device, allow_fp8)
+        self.dtype, linear_dtype = weight_dtypes(weight_dtype_choice, self.load_device)
         if linear_dtype is not None:
             load_options["linear_dtype"] = linear_dtype
         self.encoder = load(path, device=offload_device, dtype=self.dtype, operations=comfy.ops.manual_cast,
@@ -96,8 +91,7 @@ class FaceT5Model(ManagedEncoder):
     and the devices. fp32 compute matters more here than for FaceCLIP-SDXL: T5's activations overflow fp16."""
 
     def __init__(self, path: str, weight_dtype_choice: str = "auto", device: str = "auto"):
-        super().__init__(load_facet5_encoder, path, weight_dtype_choice, device, allow_fp8=True,
-                         t5_tokenizer=comfy_t5_tokenizer())
+        super().__init__(load_facet5_encoder, path, weight_dtype_choice, device, t5_tokenizer=comfy_t5_tokenizer())
 
     def encode(self, faces: torch.Tensor, prompts: Sequence[str],
                between: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,9 +33,9 @@ class FaceCLIPFaceT5Loader(io.ComfyNode):
                 io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES, *FP8_WEIGHT_DTYPES],
                                default="auto",
                                tooltip="How the weights are stored. auto: as ComfyUI stores its text encoders "
-                                       "(fp16, or what --fp32/--bf16/--fp16/--fp8_e4m3fn-text-enc says). fp16/bf16 "
+                                       "(fp16, or what --fp32/--bf16/--fp16-text-enc says). fp16/bf16 "
                                        "take about 12 GB, fp32 about 24 GB, fp8_e4m3fn about 6 GB (Linear weights "
-                                       "in 8 bits: slightly less faithful, see the help page). The encoder computes "
+                                       "in 8 bits: less faithful, see the help page). The encoder computes "
                                        "in fp32 either way."),
                 io.Combo.Input("device", options=list(DEVICES), default="auto", advanced=True,
                                tooltip="auto: ComfyUI's text-encoder device, offloaded when the FLUX model needs "

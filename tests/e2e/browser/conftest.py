@@ -3,7 +3,9 @@
 Every browser test runs on four front ends: the frontend ComfyUI 0.30.0 pins (comfyui-frontend-package 1.47.12,
 in the venv) and the newest one on PyPI (unpacked by provision_browser.sh, served with --front-end-root), each
 with "Modern Node Design (Nodes 2.0)" off and on. The pinned one uses the session's ComfyUI server
-(tests/e2e/conftest.py); the newest gets a server of its own. One Chromium page per variant. Node runs bridge.cjs,
+(tests/e2e/conftest.py); the newest gets a server of its own. One Chromium page per variant. The fixtures are
+package-scoped: Chromium (which keeps drawing the canvas while idle) and the second server stop when the browser
+tests end instead of taking CPU and memory from every test after them. Node runs bridge.cjs,
 a line protocol (one JSON request / reply per line) so the tests stay in Python. Screenshots go to a pytest
 temporary folder and, when FACECLIP_TEST_ARTIFACTS is set, are copied to $FACECLIP_TEST_ARTIFACTS/browser.
 """
@@ -44,12 +46,12 @@ def artifacts(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("browser_artifacts")
 
 
-@pytest.fixture(scope="session", params=UI_VARIANTS, ids=str)
+@pytest.fixture(scope="package", params=UI_VARIANTS, ids=str)
 def ui_variant(request) -> UIVariant:
     return request.param
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def frontend_servers(comfy_server, tmp_path_factory):
     """ComfyUI servers by frontend version, started when a variant first needs one; stopped at the end."""
     servers: dict[str, ComfyServer] = {PINNED_FRONTEND: comfy_server}
@@ -68,7 +70,7 @@ def frontend_servers(comfy_server, tmp_path_factory):
             server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ui_server(ui_variant, frontend_servers) -> ComfyServer:
     """The ComfyUI server that serves this variant's frontend."""
     problems = missing_tools(ui_variant)
@@ -88,7 +90,7 @@ def _upload_input_photos(server: ComfyServer, folder: Path) -> dict[str, str]:
     return names
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def input_photos(ui_server, tmp_path_factory) -> dict[str, str]:
     """Photos in the server's input folder before the page boots (the frontend lists input files once, at start):
     the face picker's two-face photo and a photo without a face. The shipped workflows' example photos are not
@@ -96,7 +98,7 @@ def input_photos(ui_server, tmp_path_factory) -> dict[str, str]:
     return _upload_input_photos(ui_server, tmp_path_factory.mktemp("browser_photos"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(ui_variant, ui_server, input_photos, artifacts, tmp_path_factory) -> Browser:
     """The ComfyUI frontend of one variant, booted, with this pack's extension loaded; shared by its tests."""
     user_data = tmp_path_factory.mktemp("chromium_profile")
