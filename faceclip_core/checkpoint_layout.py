@@ -37,7 +37,8 @@ _SCALED = re.compile(r"^face_clip_[lg]\.fuser\.encoder\.fusion_layers\.\d+\.attn
 BRANCHES = ("face_clip_l", "face_clip_g")
 
 
-def _sub(rules: tuple[tuple[re.Pattern, str], ...], name: str) -> str:
+def apply_first_rule(rules: tuple[tuple[re.Pattern, str], ...], name: str) -> str:
+    """``name`` rewritten by the first rule whose pattern matches it (unchanged when none does)."""
     for pattern, replacement in rules:
         if pattern.match(name):
             return pattern.sub(replacement, name)
@@ -46,11 +47,11 @@ def _sub(rules: tuple[tuple[re.Pattern, str], ...], name: str) -> str:
 
 def module_name(official: str) -> str:
     """The layer parameter an official tensor loads into (unused and folded tensors have none: check first)."""
-    return _sub(_RENAMES, official)
+    return apply_first_rule(_RENAMES, official)
 
 
 def official_name(module: str) -> str:
-    return _sub(_INVERSE, module)
+    return apply_first_rule(_INVERSE, module)
 
 
 def read_dtype(official: str, file_dtype: torch.dtype, layer_dtype: Callable[[str], torch.dtype]) -> torch.dtype:

@@ -19,7 +19,7 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 
-from ..checkpoint_layout import fold_layer_scales
+from ..checkpoint_layout import apply_first_rule, fold_layer_scales
 from .config import FaceT5Config
 
 _FUSER = r"encoder_2\.fuser\.encoder"
@@ -42,13 +42,6 @@ _TABLE = re.compile(r"^encoder_2\.(?:positional_embedding|face_encoder\.pos_embe
 _VALUE_ROWS = re.compile(rf"^{_FUSER}\.layers\.\d+\.self_attn\.in_proj_(?:weight|bias)$")
 
 
-def _sub(rules: tuple[tuple[re.Pattern, str], ...], name: str) -> str:
-    for pattern, replacement in rules:
-        if pattern.match(name):
-            return pattern.sub(replacement, name)
-    return name
-
-
 class FaceT5Layout:
     """Name and shape mapping for one architecture (the unused last face layer depends on the layer count)."""
 
@@ -66,11 +59,11 @@ class FaceT5Layout:
     @staticmethod
     def module_name(official: str) -> str:
         """The layer parameter an official tensor loads into (unused and folded tensors have none: check first)."""
-        return _sub(_RENAMES, official)
+        return apply_first_rule(_RENAMES, official)
 
     @staticmethod
     def official_name(module: str) -> str:
-        return _sub(_INVERSE, module)
+        return apply_first_rule(_INVERSE, module)
 
     def read_dtype(self, official: str, file_dtype: torch.dtype,
                    layer_dtype: Callable[[str], torch.dtype]) -> torch.dtype:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from faceclip_headless.client import ComfyClient
 from tests.e2e.graphs import face_graph, shapes
-from tests.harness.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene, upload_scenes
 
 BIG, SMALL = MarkerFace((40, 60, 140, 180), 0.8), MarkerFace((200, 40, 240, 90), 0.95)
 
@@ -29,11 +29,7 @@ def photos(comfy_server, tmp_path_factory) -> dict[str, str]:
         "one_face.png": scene(256, 288, [MarkerFace((60, 50, 180, 190), 0.9)]),
         "no_face.png": scene(256, 288, []),
     }
-    names = {}
-    for name, pixels in pictures.items():
-        Image.fromarray(pixels).save(folder / name)
-        names[name] = client.upload_image(folder / name, overwrite=True)
-    return names
+    return upload_scenes(client, folder, pictures)
 
 
 def png_pixels(client, result, node="save") -> np.ndarray:

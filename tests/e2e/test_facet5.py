@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from faceclip_headless.client import ComfyClient
 from tests.e2e.conftest import TINY_FACECLIP
-from tests.harness.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene, upload_scenes
 from tests.harness.server_env import TINY_FACET5
 from tests.harness.tiny_facet5 import CLIP_WIDTH, T5_WIDTH
 from tests.harness.tiny_models import FLUX_DIT_NAME, FLUX_VAE_NAME
@@ -37,11 +37,7 @@ def photos(comfy_server, tmp_path_factory) -> dict[str, str]:
         "t5_face_b.png": scene(256, 288, [MarkerFace((80, 40, 210, 200), 0.7)], background=170),
         "t5_no_face.png": scene(256, 288, []),
     }
-    names = {}
-    for name, pixels in pictures.items():
-        Image.fromarray(pixels).save(folder / name)
-        names[name] = client.upload_image(folder / name, overwrite=True)
-    return names
+    return upload_scenes(client, folder, pictures)
 
 
 def facet5_graph(image: str, prompt: str = PROMPT, name: str = "t5", seed: int = 1, size: int = 64,

@@ -153,6 +153,18 @@ def _cummax(g: _Graph, x: str, axis: int, forward: bool) -> str:
     return x
 
 
+def upload_scenes(client, folder: Path, pictures: dict[str, np.ndarray]) -> dict[str, str]:
+    """Save each picture as ``folder/<name>`` and upload it to a ComfyUI (faceclip_headless.client.ComfyClient)'s
+    input folder; returns the names the server stored them under."""
+    from PIL import Image
+
+    names = {}
+    for name, pixels in pictures.items():
+        Image.fromarray(pixels).save(folder / name)
+        names[name] = client.upload_image(folder / name, overwrite=True)
+    return names
+
+
 def make_scrfd(path: str | os.PathLike, *, names: Sequence[str] = BNKPS_NAMES,
                static_size: int | None = None, batched: bool = False,
                max_face_px: float | None = None, with_kps: bool = True) -> Path:

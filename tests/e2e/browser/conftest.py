@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from faceclip_headless.client import ComfyClient
 from faceclip_headless.server import ComfyServer
@@ -30,7 +29,7 @@ from tests.harness.browser import (
     load_workflow,
     missing_tools,
 )
-from tests.harness.fake_insightface import MarkerFace, scene
+from tests.harness.fake_insightface import MarkerFace, scene, upload_scenes
 from tests.harness.server_env import prepare_base, server_config
 
 __all__ = ["APP", "LOAD_WORKFLOW", "Browser", "load_workflow"]
@@ -82,12 +81,8 @@ def ui_server(ui_variant, frontend_servers) -> ComfyServer:
 
 
 def _upload_input_photos(server: ComfyServer, folder: Path) -> dict[str, str]:
-    client = ComfyClient(server.url, timeout=120)
-    Image.fromarray(scene(256, 288, PICKER_FACES)).save(folder / PICKER_PHOTO)
-    names = {PICKER_PHOTO: client.upload_image(folder / PICKER_PHOTO, overwrite=True)}
-    Image.fromarray(scene(256, 288, [])).save(folder / NO_FACE_PHOTO)
-    names[NO_FACE_PHOTO] = client.upload_image(folder / NO_FACE_PHOTO, overwrite=True)
-    return names
+    return upload_scenes(ComfyClient(server.url, timeout=120), folder,
+                         {PICKER_PHOTO: scene(256, 288, PICKER_FACES), NO_FACE_PHOTO: scene(256, 288, [])})
 
 
 @pytest.fixture(scope="package")
