@@ -12,13 +12,13 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..faceclip_core.dtypes import WEIGHT_DTYPES
 from ..faceclip_core.identity import (
     CLASS_WORDS,
     FRAMINGS,
     METHOD_DEFAULTS,
     METHODS,
     StepStats,
-    TrainingAttention,
     TrainingProblem,
     encode_stages,
     load_embedding,
@@ -30,18 +30,27 @@ from ..faceclip_core.identity import (
     training_images,
 )
 from ..faceclip_core.identity.config import SEFI_ATTENTION_BLOCKS, blocks_text, method_config
+from ..faceclip_core.identity.cost import GIB, fit_to_device
+from ..faceclip_core.identity.recipes import (
+    DEFAULT_CHECKPOINTING,
+    DEFAULT_RECIPE,
+    DEFAULT_RESOLUTION,
+    DEFAULT_STEPS,
+    RECIPE_NAMES,
+    RECIPES,
+)
 from ..faceclip_core.identity.runs import check_photo_count, run_files
 from .folders import embeddings_dir, identity_state_dir
 from .id_conditioning import identity_conditioning, patch_model
 from .progress import training_progress
 from .sdxl_training import (
     TRAINING_DTYPES,
-    ComfyDenoiser,
     check_sdxl,
     comfy_text_encoder,
     comfy_tokenizer,
     encode_latents,
     resolve_training_dtype,
+    training_models,
 )
 from .types import Faces, IDEmbeddingType
 
@@ -52,6 +61,11 @@ APPLY_MAX_CHUNKS = 8  # Apply's prompt: up to 8 chunks of 75 words' tokens, as l
 
 def _defaults(name: str) -> str:
     return ", ".join(f"{m} {METHOD_DEFAULTS[m][name]}" for m in METHODS)
+
+
+def _recipes_text(name: str) -> str:
+    return "; ".join(f"{r}: " + ", ".join(f"{m} {getattr(RECIPES[r][m], name):g}" for m in METHODS)
+                     for r in RECIPE_NAMES)
 
 
 class FaceCLIPTrainIDEmbedding(io.ComfyNode):
@@ -76,16 +90,17 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                                        "kv_split off."),
                 io.String.Input("name", default="my_identity",
                                 tooltip="File name; the prompt word becomes embedding:<name>."),
-                io.Int.Input("steps", default=320, min=1, max=100000, tooltip="Optimisation steps in total."),
+                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100000,
+                             tooltip="Optimisation steps in total."),
                 io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-4,
-                               tooltip=f"AdamW learning rate; 0 = the method's ({_defaults('lr')})."),
+                               tooltip=f"AdamW learning rate; 0 = the recipe's ({_recipes_text('lr')})."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seeds every random draw of the run (same seed, same embedding)."),
-                io.Int.Input("resolution", default=1024, min=64, max=2048, step=64,
+                io.Int.Input("resolution", default=DEFAULT_RESOLUTION, min=64, max=2048, step=64,
                              tooltip="Training resolution of the framed photos (SDXL: 1024; 768 is faster)."),
                 io.Int.Input("batch_size", default=0, min=0, max=64,
                              tooltip=f"Samples per step, each with its own photo, prompt and noise; 0 = the "
-                                     f"method's ({_defaults('batch_size')}). See micro_batch for memory."),
+                                     f"recipe's ({_recipes_text('batch_size')}). See micro_batch for memory."),
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the saved run of this name (after an interrupt, or to train "
                                          "more steps) instead of starting over."),
@@ -106,10 +121,11 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                                         "shipped list of well-known names) or your own comma-separated names."),
                 io.Float.Input("reg_weight", default=8e-4, min=0.0, max=1.0, step=1e-5, advanced=True,
                                tooltip="ID-EA: weight of the anchor regulariser (code: 8e-4)."),
-                io.Boolean.Input("gradient_checkpointing", default=False, advanced=True,
-                                 tooltip="Recompute the UNet's and the text encoders' activations in the "
-                                         "backward pass: much less memory, slower (each block runs twice); the "
-                                         "learned tokens are the same."),
+                io.Boolean.Input("gradient_checkpointing", default=DEFAULT_CHECKPOINTING, advanced=True,
+                                 tooltip="Recompute each UNet and text-encoder block's activations in the "
+                                         "backward pass: a 1024 px step fits 12 GB with it (about 9 GB), not "
+                                         "without (about 14 GB); about 40% more compute; the learned tokens are "
+                                         "the same."),
                 # added after the first release: optional, so API-format graphs saved before still validate
                 io.Combo.Input("training_dtype", optional=True, options=list(TRAINING_DTYPES), default="auto",
                                tooltip="The UNet's compute dtype while training. auto: bf16 where the GPU has "
@@ -134,8 +150,12 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 io.Boolean.Input("flip", optional=True, default=True, advanced=True,
                                  tooltip="Also train on the mirror image of every photo."),
                 io.Int.Input("micro_batch", optional=True, default=0, min=0, max=64, advanced=True,
-                             tooltip="Samples per forward/backward pass (0 = the whole batch at once); smaller "
-                                     "saves memory, the result is the same."),
+                             tooltip="Samples per forward/backward pass; 0 = auto: as many as fit the GPU's "
+                                     "memory. Smaller saves memory, the result is the same."),
+                io.Combo.Input("recipe", optional=True, options=list(RECIPE_NAMES), default=DEFAULT_RECIPE,
+                               tooltip="quick: one sample per step, about 2 minutes per identity on a 4090-class "
+                                       "GPU at 1024 px, under 12 GB. paper: the method's own batch (ID-EA: 8, "
+                                       "about 8x the time). Sets batch_size and learning_rate when they are 0."),
             ],
             outputs=[IDEmbeddingType.Output(display_name="id_embedding"),
                      io.String.Output(display_name="prompt_word", tooltip="embedding:<name>, for prompts.")],
@@ -149,51 +169,50 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 attention_weight: float, attention_layers: str, anchor_names: str, reg_weight: float,
                 gradient_checkpointing: bool, training_dtype: str = "auto", framing: str = "head_and_shoulders",
                 class_word: str = "person", num_tokens: int = 0, attention_tokens: str = "all",
-                adapter_scale: float = 0.4, flip: bool = True, micro_batch: int = 0) -> io.NodeOutput:
+                adapter_scale: float = 0.4, flip: bool = True, micro_batch: int = 0,
+                recipe: str = DEFAULT_RECIPE) -> io.NodeOutput:
         files = run_files(name, embeddings_dir(), identity_state_dir(), resume, overwrite)
         check_photo_count(len(faces))
         check_sdxl(model)
-        precision = resolve_training_dtype(training_dtype, model.load_device)
+        device = model.load_device
+        precision = resolve_training_dtype(training_dtype, device)
         config = method_config(method, steps=steps, lr=learning_rate, seed=seed, batch_size=batch_size,
                                micro_batch=micro_batch, precision=precision, num_tokens=num_tokens,
                                class_word=class_word, stages=stages, kv_split=kv_split,
                                attention_weight=attention_weight, attention_tokens=attention_tokens,
                                attention_layers=attention_layers, anchor_names=anchor_names, reg_weight=reg_weight,
-                               adapter_scale=adapter_scale)
+                               adapter_scale=adapter_scale, recipe=recipe)
+        gpu_gib = None if mm.is_device_cpu(device) else mm.get_total_memory(device) / GIB
+        config, estimate = fit_to_device(config, resolution, gradient_checkpointing, gpu_gib,
+                                         torch.finfo(WEIGHT_DTYPES[precision]).bits // 8)
         images = training_images(faces, framing, resolution, flip)
+        progress = training_progress(steps, cls.hidden.unique_id)
+        progress.announce(f"{config.method}, {config.train.steps} steps x batch {config.train.batch_size} "
+                          f"({config.train.pass_size} per pass) at {resolution} px, {precision}: {estimate.text()}")
 
         with torch.inference_mode(False), torch.enable_grad():
             # read here: tensors made in inference mode could not be updated by the optimizer
             state = load_state(files.state) if resume else None
             with torch.no_grad():  # the VAE is frozen; latents must be ordinary (non-inference) tensors
                 latents = encode_latents(vae, model, torch.from_numpy(images.pixels))
-            # ComfyUI loads weights in inference mode; autograd cannot save those for backward, so train on a
-            # deep copy made outside it (as ComfyUI's own TrainLoraNode does)
-            patched = model.clone(force_deepcopy=True)
-            attention = None
-            if config.is_sefi:
-                attention = TrainingAttention(blocks=frozenset(config.sefi.attention_blocks))
-                patched.set_model_attn2_patch(attention.attn2_patch)
-                for block, number in config.sefi.attention_blocks:
-                    patched.set_model_attn2_replace(attention.attn2_replace, block, number)
-            denoiser = ComfyDenoiser(patched, resolution, precision, gradient_checkpointing)
+            models = training_models(model, clip, config, resolution, gradient_checkpointing)
+            models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
             problem = TrainingProblem(
-                latents=latents.to(denoiser.device), text=comfy_text_encoder(clip, gradient_checkpointing),
-                denoiser=denoiser, tokenize=comfy_tokenizer(clip), attention=attention,
-                face=faces.identity(), device=denoiser.device,
-                original_sizes=torch.from_numpy(images.original_sizes))
+                latents=latents.to(models.device), text=models.text, denoiser=models.denoiser,
+                tokenize=comfy_tokenizer(clip), attention=models.attention, face=faces.identity(),
+                device=models.device, original_sizes=torch.from_numpy(images.original_sizes))
 
             def keep(result) -> None:
                 save_embedding(files.embedding, result.embedding, overwrite=True)
                 save_state(files.state, result.state, overwrite=True)
                 logger.info("ID embedding %s saved at step %d of %d", files.name, result.state.step, steps)
 
-            result = train_identity(problem, config, resume=state, on_stop=keep,
-                                    progress=training_progress(steps, cls.hidden.unique_id))
+            result = train_identity(problem, config, resume=state, on_stop=keep, progress=progress)
         keep(result)
         t = config.train
         lines = [f"{files.name}: {config.method}, {result.state.step} steps, lr {t.lr:g}, batch {t.batch_size}, "
-                 f"{precision}, {framing}, {len(images.original_sizes)} training images"]
+                 f"{precision}, {framing}, {len(images.original_sizes)} training images, "
+                 f"{progress.elapsed_text()}"]
         if result.history:
             lines.append(StepStats(**result.history[-1]).text())
         lines.extend(images.notes)

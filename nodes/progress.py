@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import comfy.model_management as mm
@@ -23,19 +24,55 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return step
 
 
-def training_progress(total: int, node_id: str | None) -> Callable[[int, int, StepStats], None]:
-    """Progress bar + interrupt check, and the loss terms in the node's text and the log."""
-    step = progress_callback(total)
-    try:
-        from server import PromptServer
-    except ImportError:  # pragma: no cover - always there inside ComfyUI
-        PromptServer = None
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
-    def update(done: int, of: int, stats: StepStats) -> None:
-        if PromptServer is not None and node_id is not None:
-            PromptServer.instance.send_progress_text(f"step {done}/{of}  {stats.text()}", node_id)
+
+class TrainingProgress:
+    """Progress bar + interrupt check, and on the node and in the log: the run's estimate before the first step,
+    then each step's loss terms with the time left (from the steps measured so far; the first step, which
+    carries the warm-up, is left out once there are others)."""
+
+    def __init__(self, total: int, node_id: str | None) -> None:
+        self.total, self.node_id = total, node_id
+        self._bar = progress_callback(total)
+        self._started = time.monotonic()
+        self._times: list[tuple[int, float]] = []  # (steps done, time) after each step
+        self._estimate = ""
+
+    def _show(self, text: str) -> None:
+        try:
+            from server import PromptServer
+        except ImportError:  # pragma: no cover - always there inside ComfyUI
+            return
+        if self.node_id is not None and PromptServer.instance is not None:
+            PromptServer.instance.send_progress_text(text, self.node_id)
+
+    def announce(self, estimate: str) -> None:
+        """What the run will take, said before its first step."""
+        self._estimate = estimate
+        logger.info("ID embedding training: %s", estimate)
+        self._show(estimate)
+
+    def seconds_left(self) -> float | None:
+        if len(self._times) < 2:
+            return None
+        (d0, t0), (d1, t1) = self._times[1 if len(self._times) > 2 else 0], self._times[-1]
+        return (t1 - t0) / max(d1 - d0, 1) * (self.total - d1)
+
+    def elapsed_text(self) -> str:
+        return f"trained in {_clock(time.monotonic() - self._started)}"
+
+    def __call__(self, done: int, of: int, stats: StepStats) -> None:
+        self._times.append((done, time.monotonic()))
+        left = self.seconds_left()
+        eta = "" if left is None else f"  {_clock(left)} left"
+        self._show(f"step {done}/{of}{eta}  {stats.text()}")
         if done == of or done % 10 == 0 or done == 1:
-            logger.info("ID embedding step %d/%d  %s", done, of, stats.text())
-        step(done, of)
+            logger.info("ID embedding step %d/%d%s  %s", done, of, eta, stats.text())
+        self._bar(done, of)
 
-    return update
+
+def training_progress(total: int, node_id: str | None) -> TrainingProgress:
+    return TrainingProgress(total, node_id)

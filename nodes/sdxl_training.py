@@ -1,19 +1,29 @@
 """ComfyUI objects -> the callables faceclip_core.identity trains through: CLIP -> a tokenizer and a differentiable
-SDXL text encoder over its CLIP modules, MODEL -> a Denoiser (noise schedule, size conditioning and noise
-prediction through the training copy of the model, in the training dtype), VAE -> latents."""
+SDXL text encoder over training copies of its CLIP modules, MODEL -> a Denoiser (noise schedule, size conditioning
+and noise prediction through the training copy of the model, in the training dtype), VAE -> latents.
+
+Memory on the GPU: both training copies hold their weights in the training dtype, cast once when they are made
+(ComfyUI's casting layers would otherwise make a fresh cast copy of every weight at every call, and autograd would
+keep those copies until the backward pass: a second UNet and an fp32 CLIP held through every step). They are
+ModelPatchers, loaded together by one ``load_models_gpu`` call that reserves the step's activations, so loading the
+text encoders can never push part of the UNet off the GPU.
+"""
 from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 
 import comfy.ldm.modules.attention
+import comfy.ldm.modules.diffusionmodules.openaimodel
 import comfy.model_base
 import comfy.model_management as mm
+import comfy.model_patcher
 import torch
-import torch.utils.checkpoint
 
 from ..faceclip_core.dtypes import WEIGHT_DTYPES
-from ..faceclip_core.identity import CLIPStack, IdentityError, SDXLTextEncoder
+from ..faceclip_core.identity import CLIPStack, IdentityError, MethodConfig, SDXLTextEncoder, TrainingAttention
+from ..faceclip_core.identity.checkpointing import checkpoint_modules
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +63,40 @@ def comfy_tokenizer(clip, max_chunks: int = 1):
     return tokenize
 
 
-def comfy_text_encoder(clip, gradient_checkpointing: bool = False) -> SDXLTextEncoder:
+def _clip_transformers(clip) -> tuple[torch.nn.Module, torch.nn.Module]:
     model = clip.cond_stage_model
     if not (hasattr(model, "clip_l") and hasattr(model, "clip_g")):
         raise IdentityError("ID embeddings need an SDXL CLIP (CLIP-L + CLIP-G). Load an SDXL checkpoint, or "
                             "DualCLIPLoader with type sdxl.")
+    return model.clip_l.transformer, model.clip_g.transformer
+
+
+def comfy_text_encoder(clip) -> SDXLTextEncoder:
+    """The CLIP's own modules, for encoding without gradients (Apply ID Embedding), in fp32 as ever."""
+    modules = _clip_transformers(clip)
     mm.load_models_gpu([clip.patcher])
-    device = clip.patcher.load_device
-    stacks = []
-    for module in (model.clip_l.transformer, model.clip_g.transformer):
-        if torch.is_grad_enabled() and any(p.is_inference() for p in module.parameters()):
-            # weights loaded in inference mode cannot be saved for backward: use an ordinary copy; on the CPU a
-            # float32 one, since ComfyUI's layers would otherwise cast every weight at every call (most of a step)
-            module = _training_copy(module, torch.float32 if mm.is_device_cpu(device) else None)
-        stacks.append(CLIPStack(module, gradient_checkpointing=gradient_checkpointing))
-    return SDXLTextEncoder(*stacks, device=device)
+    return SDXLTextEncoder(*(CLIPStack(m, dtype=torch.float32) for m in modules), device=clip.patcher.load_device)
 
 
-def _training_copy(module: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
-    """A copy of ``module`` whose parameters are ordinary frozen tensors (in ``dtype`` if given), each made in one
-    pass from the original (no intermediate clone)."""
-    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype=dtype or p.dtype, copy=True), requires_grad=False)
+def _training_copy(module: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """A copy of ``module`` whose parameters are ordinary frozen tensors in ``dtype`` on ``device``, each made in one
+    pass from the original (weights ComfyUI loaded in inference mode cannot be saved for backward)."""
+    memo = {id(p): torch.nn.Parameter(p.detach().to(device=device, dtype=dtype, copy=True), requires_grad=False)
             for p in module.parameters()}
     return copy.deepcopy(module, memo)
+
+
+def training_text_encoder(clip, precision: str, gradient_checkpointing: bool = False
+                          ) -> tuple[SDXLTextEncoder, comfy.model_patcher.ModelPatcher]:
+    """Training copies of CLIP-L and CLIG-G in the training dtype, made on the CPU side (the original CLIP need not
+    be on the GPU), and the ModelPatcher that loads them."""
+    dtype = WEIGHT_DTYPES[precision]
+    offload = clip.patcher.offload_device
+    copies = torch.nn.ModuleDict({name: _training_copy(m, dtype, offload)
+                                  for name, m in zip(("clip_l", "clip_g"), _clip_transformers(clip), strict=True)})
+    patcher = comfy.model_patcher.ModelPatcher(copies, load_device=clip.patcher.load_device, offload_device=offload)
+    stacks = [CLIPStack(copies[name], gradient_checkpointing=gradient_checkpointing) for name in ("clip_l", "clip_g")]
+    return SDXLTextEncoder(*stacks, device=clip.patcher.load_device), patcher
 
 
 def check_sdxl(model) -> None:
@@ -86,27 +107,40 @@ def check_sdxl(model) -> None:
         raise IdentityError(f"unsupported model type {base.model_type.name}: only eps- and v-prediction SDXL")
 
 
-class ComfyDenoiser:
-    """MODEL (the training copy, patched by the caller) -> the core's Denoiser. The UNet computes in
-    ``precision``; noise prediction comes from ComfyUI's x0 prediction: eps = (x_t - x0) / sigma, exact for
-    SDXL's eps- and v-prediction schedules. SDXL's size conditioning says each photo's crop was
-    ``original_size`` pixels, shown at the training resolution."""
+def _cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Every floating-point parameter of ``module`` replaced by a frozen one in ``dtype`` (in place, unlike
+    ``Module.to``, which fake tensors and swapped tensors refuse)."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and p.is_floating_point() and p.dtype != dtype:
+                sub._parameters[name] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
 
-    def __init__(self, patcher, resolution: int, precision: str = "fp32", gradient_checkpointing: bool = False
-                 ) -> None:
+
+def prepare_training_unet(patcher, precision: str, gradient_checkpointing: bool) -> None:
+    """Make a training copy of the model (``clone(force_deepcopy=True)``) compute in ``precision``: its UNet's
+    weights are cast to that dtype once, here, so its casting layers pass them through untouched."""
+    dtype = WEIGHT_DTYPES[precision]
+    _cast_parameters(patcher.model.diffusion_model, dtype)
+    # what ComfyUI's own trainer does: the model's layers compute in this dtype
+    patcher.set_model_compute_dtype(dtype)
+    # ComfyUI's chunked attention kernels size their chunks by the free memory at the time, so the same step
+    # could compute differently from run to run (and a checkpointed block differently in its recomputation);
+    # training uses one unchunked kernel, so a seed gives one result.
+    patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+        _unchunked_attention
+    if gradient_checkpointing:
+        checkpoint_unet_blocks(patcher.model.diffusion_model)
+
+
+class ComfyDenoiser:
+    """MODEL (the training copy, prepared by ``prepare_training_unet``) -> the core's Denoiser. Noise prediction
+    comes from ComfyUI's x0 prediction: eps = (x_t - x0) / sigma, exact for SDXL's eps- and v-prediction
+    schedules. SDXL's size conditioning says each photo's crop was ``original_size`` pixels, shown at the training
+    resolution."""
+
+    def __init__(self, patcher, resolution: int) -> None:
         check_sdxl(patcher)
-        # what ComfyUI's own trainer does: the model's layers cast their weights to this dtype as they run
-        patcher.set_model_compute_dtype(WEIGHT_DTYPES[precision])
-        mm.load_models_gpu([patcher])
-        # ComfyUI's chunked attention kernels size their chunks by the free memory at the time, so the same step
-        # could compute differently from run to run (and a checkpointed block differently in its recomputation);
-        # training uses one unchunked kernel, so a seed gives one result.
-        patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
-            _unchunked_attention
-        base = patcher.model
-        if gradient_checkpointing:
-            checkpoint_unet_blocks(base.diffusion_model)
-        self.patcher, self.base = patcher, base
+        self.patcher, self.base = patcher, patcher.model
         self.resolution = resolution
         self.device = patcher.load_device
 
@@ -135,24 +169,59 @@ def _unchunked_attention(kernel, *args, **kwargs):
     return comfy.ldm.modules.attention.attention_pytorch(*args, **kwargs)
 
 
-def checkpoint_unet_blocks(unet: torch.nn.Module) -> None:
-    """Recompute each UNet block's activations in the backward pass instead of keeping them: the memory of a
-    1024 px SDXL step drops to about one block's activations, for about one more forward pass of compute. Only
-    ever applied to the training copy of the model."""
-    # ComfyUI's UNet runs the layers of each block one by one (forward_timestep_embed), not the block's own
-    # forward, so the layers are what gets wrapped.
-    for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-        for layer in block:
-            forward = layer.forward
+# What gradient checkpointing recomputes: each residual block and each transformer block (ComfyUI runs SDXL's
+# 10-block transformers as one layer; checkpointing at that level would keep a whole 10-block recomputation alive
+# in the backward pass, so the peak would hardly move).
+CHECKPOINTED = (comfy.ldm.modules.diffusionmodules.openaimodel.ResBlock,
+                comfy.ldm.modules.attention.BasicTransformerBlock)
 
-            def checkpointed(*args, _forward=forward, **kwargs):
-                # The UNet updates one transformer_options dict in place as it walks its blocks ("block",
-                # "block_index"); the recomputation must see the values of this call, so it gets a snapshot.
-                args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
-                kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
-                return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
 
-            layer.forward = checkpointed
+def checkpoint_unet_blocks(unet: torch.nn.Module) -> int:
+    """Recompute each residual and transformer block's activations in the backward pass instead of keeping them:
+    a 1024 px SDXL step then keeps only the blocks' inputs, for about one more forward pass of compute. Only
+    ever applied to the training copy of the model. Returns how many blocks were wrapped."""
+    return checkpoint_modules(m for m in unet.modules() if isinstance(m, CHECKPOINTED))
+
+
+@dataclass
+class TrainingModels:
+    """The training copies of the UNet and the text encoders, their adapters and the SeFi-IDE hooks."""
+
+    unet: comfy.model_patcher.ModelPatcher
+    text_patcher: comfy.model_patcher.ModelPatcher
+    denoiser: ComfyDenoiser
+    text: SDXLTextEncoder
+    attention: TrainingAttention | None
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.load_device
+
+    def load(self, reserve_bytes: int) -> None:
+        """Both copies on the GPU in one call, with ``reserve_bytes`` kept free for the step's activations: the
+        model manager offloads every other model first, so nothing of these is left in low-VRAM streaming."""
+        mm.load_models_gpu([self.unet, self.text_patcher], memory_required=reserve_bytes, force_full_load=True)
+
+
+def training_models(model, clip, config: MethodConfig, resolution: int, gradient_checkpointing: bool,
+                    unet_copy=None) -> TrainingModels:
+    """Training copies of MODEL and CLIP for ``config`` (not loaded yet: see ``TrainingModels.load``).
+    ``unet_copy``: a patcher of MODEL's that is already the run's own (the benchmarks build one), else a deep copy
+    is made."""
+    check_sdxl(model)
+    precision = config.train.precision
+    # ComfyUI loads weights in inference mode; autograd cannot save those for backward, so train on a deep copy
+    # made outside it, as ComfyUI's own trainer does
+    unet = model.clone(force_deepcopy=True) if unet_copy is None else unet_copy
+    attention = None
+    if config.is_sefi:
+        attention = TrainingAttention(blocks=frozenset(config.sefi.attention_blocks))
+        unet.set_model_attn2_patch(attention.attn2_patch)
+        for block, number in config.sefi.attention_blocks:
+            unet.set_model_attn2_replace(attention.attn2_replace, block, number)
+    prepare_training_unet(unet, precision, gradient_checkpointing)
+    text, text_patcher = training_text_encoder(clip, precision, gradient_checkpointing)
+    return TrainingModels(unet, text_patcher, ComfyDenoiser(unet, resolution), text, attention)
 
 
 def encode_latents(vae, model, pixels: torch.Tensor, chunk: int = 4) -> torch.Tensor:

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from .errors import IdentityError
+from .recipes import DEFAULT_RECIPE
+from .recipes import recipe as recipe_of
 
 Method = Literal["SeFi-IDE", "ID-EA"]
 METHODS: tuple[str, ...] = ("SeFi-IDE", "ID-EA")
@@ -248,15 +250,17 @@ def parse_blocks(text: str) -> tuple[tuple[str, int], ...]:
 def method_config(method: str, *, steps: int, lr: float, seed: int, batch_size: int, micro_batch: int,
                   precision: str, num_tokens: int, class_word: str, stages: int, kv_split: bool,
                   attention_weight: float, attention_tokens: str, attention_layers: str, anchor_names: str,
-                  reg_weight: float, adapter_scale: float) -> MethodConfig:
-    """The Train node's inputs as one config; 0 for the learning rate, batch or number of tokens means the
-    method's own (METHOD_DEFAULTS)."""
+                  reg_weight: float, adapter_scale: float, recipe: str = DEFAULT_RECIPE) -> MethodConfig:
+    """The Train node's inputs as one config; 0 for the learning rate or batch means the recipe's, 0 for the number
+    of tokens the method's own (METHOD_DEFAULTS)."""
+    if method not in METHODS:
+        raise IdentityError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     tokens = {"num_tokens": method_default(method, "num_tokens", num_tokens)}
+    chosen = recipe_of(recipe, method)
     return MethodConfig(
         method,
-        train=TrainConfig(steps=steps, lr=method_default(method, "lr", lr), seed=seed,
-                          batch_size=method_default(method, "batch_size", batch_size), micro_batch=micro_batch,
-                          precision=precision),
+        train=TrainConfig(steps=steps, lr=lr or chosen.lr, seed=seed, batch_size=batch_size or chosen.batch_size,
+                          micro_batch=micro_batch, precision=precision),
         sefi=SeFiConfig(stages=stages, kv_split=kv_split, attention_weight=attention_weight,
                         attention_tokens=attention_tokens, attention_blocks=parse_blocks(attention_layers),
                         class_word=class_word, **(tokens if method == "SeFi-IDE" else {})),

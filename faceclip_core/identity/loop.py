@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +87,10 @@ class TextEncoder(Protocol):
     def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, L, C] context and [B, P] pooled, with ``rows`` in the prompt's identity slots."""
+
+    def encode_batch(self, prompts: Sequence[PromptTokens], rows: Sequence[Mapping[str, torch.Tensor]]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts of one length, each with its rows, in one call: [len(prompts), L, C] and [len(prompts), P]."""
 
     def word_rows(self, prompt: PromptTokens) -> dict[str, torch.Tensor]:
         """Input token embeddings at ``prompt.slots``."""
@@ -173,6 +177,14 @@ def _cross_init(problem: TrainingProblem, rows: dict[str, torch.Tensor]) -> dict
     return out
 
 
+def _on(params: Parameterisation, device: torch.device | str) -> Parameterisation:
+    """``params`` on ``device``; left as they are when already there (fake tensors cannot be moved in place)."""
+    device = torch.device(device)
+    if all(t.device == device for t in params.state_dict().values()):
+        return params
+    return params.to(device)
+
+
 def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepared:
     """Prompts, reference encodings and the initialised parameterisation for ``config.method``."""
     prompts = [tokenize_prompt(problem.tokenize, t, config.num_tokens) for t in config.templates]
@@ -188,7 +200,7 @@ def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepa
                  for p, r in zip(prompts, refs, strict=True)]
         with torch.no_grad():
             ref_ctx = [problem.text.encode(r)[0].detach() for r in refs] if c.attention_weight > 0 else []
-        return _Prepared(params.to(problem.device), prompts, ref_ctx, plans)
+        return _Prepared(_on(params, problem.device), prompts, ref_ctx, plans)
     c = config.idea
     if problem.face is None:
         raise IdentityError("ID-EA needs face-recognition embeddings of the photos. Load a face-detector pack "
@@ -198,7 +210,7 @@ def prepare(problem: TrainingProblem, config: MethodConfig, seed: int) -> _Prepa
         torch.manual_seed(seed)  # the enhancer/adapter init depends on the seed only
         face = torch.as_tensor(problem.face, dtype=torch.float32)
         params = IDEAParams(anchor, face, c.adapter_heads, c.adapter_scale, c.reg_eps, c.train_enhancer, c.adapter_fade)
-    return _Prepared(params.to(problem.device), prompts, [], [])
+    return _Prepared(_on(params, problem.device), prompts, [], [])
 
 
 def _optimizer(params: Parameterisation, config: MethodConfig) -> torch.optim.Optimizer:
@@ -238,17 +250,13 @@ def _draw(generator: torch.Generator, config: MethodConfig, prep: _Prepared, lat
 
 def _encode_rows(problem: TrainingProblem, prep: _Prepared, tokens: dict[str, torch.Tensor], templates: list[int],
                  stages: list[int], part: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, its template encoded with its stage's tokens of side ``part``: [b, L, C] and [b, P]. Samples
-    sharing (template, stage) share one encoding."""
-    cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-    contexts, pooled = [], []
-    for j, s in zip(templates, stages, strict=True):
-        if (j, s) not in cache:
-            cache[(j, s)] = problem.text.encode(prep.prompts[j], {n: v[s, part] for n, v in tokens.items()})
-        c, p = cache[(j, s)]
-        contexts.append(c)
-        pooled.append(p)
-    return torch.cat(contexts), torch.cat(pooled)
+    """Per sample, its template encoded with its stage's tokens of side ``part``: [b, L, C] and [b, P]. The distinct
+    (template, stage) pairs of the pass are encoded in one batched call through each text encoder."""
+    pairs = list(dict.fromkeys(zip(templates, stages, strict=True)))
+    context, pooled = problem.text.encode_batch([prep.prompts[j] for j, _ in pairs],
+                                                [{n: v[s, part] for n, v in tokens.items()} for _, s in pairs])
+    index = torch.tensor([pairs.index(pair) for pair in zip(templates, stages, strict=True)], device=context.device)
+    return context.index_select(0, index), pooled.index_select(0, index)
 
 
 def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
@@ -256,8 +264,8 @@ def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
           ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward of one micro-batch: its denoising loss and its (unweighted) attention term, or None."""
     attention = problem.attention
-    templates = draws.templates[rows].tolist()
-    stages = draws.stages[rows].tolist()
+    templates = draws.templates.tolist()[rows]
+    stages = draws.stages.tolist()[rows]
     tokens = params.tokens()
     context, pooled = _encode_rows(problem, prep, tokens, templates, stages, 0)
     value = None
@@ -291,14 +299,37 @@ def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
     return denoise, attn
 
 
+def pass_loss(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, latents: torch.Tensor,
+              draws: _Draws, rows: slice, step: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The loss one forward pass of step ``step`` backpropagates over the samples ``rows`` of ``draws`` (weighted so
+    the passes of a step add up to the batch mean), with its unweighted denoising and attention terms and the
+    weighted regulariser (in the step's first pass only). Nothing here reads a value back to the host, so it
+    also runs on fake tensors (bench/regime.py)."""
+    t = config.train
+    lam = config.sefi.attention_weight if config.is_sefi else 0.0
+    reg_weight = 0.0 if config.is_sefi else config.idea.reg_weight
+    denoise, attn = _pass(problem, config, prep, prep.params, latents, draws, rows, step / t.steps)
+    loss = denoise if attn is None else denoise + lam * attn
+    loss = loss * ((rows.stop - rows.start) / t.batch_size)
+    reg = None
+    if reg_weight > 0 and rows.start == 0:  # once per step
+        reg = reg_weight * prep.params.regulariser()
+        loss = loss + reg
+    return loss, denoise, attn, reg
+
+
+def draw_step(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
+    """All of a step's random draws (see ``_draw``)."""
+    return _draw(generator, config, prep, latents)
+
+
 def _backward(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
               latents: torch.Tensor, draws: _Draws, scaler: torch.amp.GradScaler, step: int) -> dict[str, float]:
     """Forward and backward of one step over its micro-batches; the (scaled) gradients accumulate in the
     parameters. Returns the step's loss terms (batch means, weighted as in the loss)."""
     t = config.train
     lam = config.sefi.attention_weight if config.is_sefi else 0.0
-    reg_weight = 0.0 if config.is_sefi else config.idea.reg_weight
-    progress = step / t.steps
     terms = {"loss": 0.0, "denoising": 0.0, "attention": 0.0 if lam > 0 else None,
              "regulariser": None}
     b, size = t.batch_size, t.pass_size
@@ -308,13 +339,9 @@ def _backward(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, p
         # The hooks stay armed through backward: with gradient checkpointing the UNet's blocks run again there and
         # must see the same value context and reference as in the forward pass.
         try:
-            denoise, attn = _pass(problem, config, prep, params, latents, draws, rows, progress)
-            loss = denoise if attn is None else denoise + lam * attn
-            loss = loss * share  # the passes' losses add up to the batch mean
-            if reg_weight > 0 and start == 0:  # once per step
-                reg = reg_weight * params.regulariser()
+            loss, denoise, attn, reg = pass_loss(problem, config, prep, latents, draws, rows, step)
+            if reg is not None:
                 terms["regulariser"] = float(reg.detach())
-                loss = loss + reg
             if not torch.isfinite(loss):
                 raise IdentityError(f"the loss became {float(loss)} at step {step + 1}: the model's output "
                                     "overflowed. Lower the learning rate, or use training_dtype bf16 or fp32.")

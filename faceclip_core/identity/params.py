@@ -103,9 +103,12 @@ class IDEAParams(Parameterisation):
         for n in ENCODERS:
             rows = anchor[n].detach().float()
             d = rows.shape[-1]
-            cov = torch.cov(rows.T) if rows.shape[0] > 1 else torch.zeros(d, d)
+            centered = rows - rows.mean(0)  # torch.cov's unbiased estimate, without its host-side checks
+            cov = centered.T @ centered / (rows.shape[0] - 1) if rows.shape[0] > 1 else torch.zeros(d, d)
             self.register_buffer(f"anchor_{n}", rows.clone())
-            self.register_buffer(f"precision_{n}", torch.linalg.inv(cov + reg_eps * torch.eye(d)))
+            # cov + eps * I is positive definite, so always invertible: inv_ex skips the check that reads the
+            # result back to the host (which fake tensors, bench/regime.py, cannot)
+            self.register_buffer(f"precision_{n}", torch.linalg.inv_ex(cov + reg_eps * torch.eye(d)).inverse)
 
     def tokens(self) -> dict[str, torch.Tensor]:
         return {n: self.tokens_[n][None, None] for n in ENCODERS}

@@ -34,19 +34,23 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, ma
 
 @dataclass
 class CLIPStack:
-    """One CLIP text transformer. ``hidden_layer``: which layer's output is the context (-2 = penultimate)."""
+    """One CLIP text transformer. ``hidden_layer``: which layer's output is the context (-2 = penultimate).
+    ``dtype``: what it computes in; None = its weights' dtype (training copies, cast once, so ComfyUI's casting
+    layers never copy a weight)."""
 
     module: Any
     hidden_layer: int = -2
     gradient_checkpointing: bool = False
+    dtype: torch.dtype | None = None
 
     @property
     def width(self) -> int:
         return int(self.module.text_model.embeddings.token_embedding.weight.shape[1])
 
     def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """The input embeddings of ``ids``, in the dtype the stack computes in."""
         weight = self.module.text_model.embeddings.token_embedding.weight
-        return weight[ids.to(weight.device)].float()
+        return weight[ids.to(weight.device)].to(self.dtype or weight.dtype)
 
     def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -97,34 +101,56 @@ class SDXLTextEncoder:
         out = {}
         for name, stack in self.stacks().items():
             ids = torch.tensor([prompt.ids[name][i] for i in prompt.slots], device=self.device)
-            out[name] = stack.token_embeddings(ids)
+            out[name] = stack.token_embeddings(ids).float()
         return out
 
-    def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spliced(self, name: str, prompt: PromptTokens, rows: torch.Tensor | None) -> torch.Tensor:
+        """[B, chunks * 77, D] input embeddings of ``prompt`` for encoder ``name``, with ``rows`` ([N, D] or
+        [B, N, D]) in its slots."""
+        ids = torch.tensor(prompt.ids[name], device=self.device)
+        embeds = self.stacks()[name].token_embeddings(ids).unsqueeze(0)  # [1, chunks * 77, D]
+        if rows is None:
+            return embeds
+        r = rows.to(self.device, embeds.dtype)
+        r = r.unsqueeze(0) if r.dim() == 2 else r
+        embeds = embeds.expand(r.shape[0], -1, -1)
+        slots = list(prompt.slots)
+        # out of place, so gradients reach the rows
+        keep = torch.ones(embeds.shape[1], 1, device=self.device, dtype=embeds.dtype)
+        keep[slots] = 0
+        placed = torch.zeros_like(embeds).index_copy(1, torch.tensor(slots, device=self.device), r)
+        return embeds * keep + placed
+
+    def _run(self, embeds: dict[str, torch.Tensor], eos: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per encoder [B, chunks * 77, D] embeddings (B = 1 broadcasts) and each row's end-token position ->
+        [B, chunks * 77, C] context and [B, P] pooled (of the first chunk, as ComfyUI pools)."""
         contexts = []
         pooled = None
         for name, stack in self.stacks().items():
-            ids = torch.tensor(prompt.ids[name], device=self.device)
-            chunks = ids.numel() // CHUNK
-            embeds = stack.token_embeddings(ids).unsqueeze(0)  # [1, chunks * 77, D]
-            if rows is not None:
-                r = rows[name].to(self.device, torch.float32)
-                r = r.unsqueeze(0) if r.dim() == 2 else r
-                embeds = embeds.expand(r.shape[0], -1, -1)
-                slots = list(prompt.slots)
-                # out of place, so gradients reach the rows
-                keep = torch.ones(embeds.shape[1], 1, device=self.device)
-                keep[slots] = 0
-                placed = torch.zeros_like(embeds)
-                placed = placed.index_copy(1, torch.tensor(slots, device=self.device), r)
-                embeds = embeds * keep + placed
-            b = embeds.shape[0]
-            hidden, p = stack.forward(embeds.reshape(b * chunks, CHUNK, -1), [prompt.eos] * (b * chunks),
+            x = embeds[name]
+            b, chunks = x.shape[0], x.shape[1] // CHUNK
+            row_eos = list(eos) if len(eos) == b else [eos[0]] * b
+            hidden, p = stack.forward(x.reshape(b * chunks, CHUNK, -1), [e for e in row_eos for _ in range(chunks)],
                                       want_pooled=name == "clip_g")
             contexts.append(hidden.reshape(b, chunks * CHUNK, -1))
             if p is not None:
-                pooled = p.reshape(b, chunks, -1)[:, 0]  # ComfyUI pools the first chunk
+                pooled = p.reshape(b, chunks, -1)[:, 0]
         b = max(c.shape[0] for c in contexts)
         contexts = [c.expand(b, -1, -1) for c in contexts]
         return torch.cat(contexts, dim=-1), pooled.expand(b, -1)
+
+    def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = {name: self._spliced(name, prompt, None if rows is None else rows[name]) for name in ENCODERS}
+        return self._run(embeds, [prompt.eos])
+
+    def encode_batch(self, prompts: Sequence[PromptTokens], rows: Sequence[Mapping[str, torch.Tensor]]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several prompts of one length, each with its own rows ([N, D] per encoder), in one call through each
+        encoder: [len(prompts), L, C] and [len(prompts), P]."""
+        if len({len(p.ids["clip_l"]) for p in prompts}) != 1:
+            raise ValueError("encode_batch needs prompts of one length")
+        embeds = {name: torch.cat([self._spliced(name, p, r[name]) for p, r in zip(prompts, rows, strict=True)])
+                  for name in ENCODERS}
+        return self._run(embeds, [p.eos for p in prompts])
+

@@ -1,0 +1,233 @@
+"""What one ID-embedding training step costs an artist's GPU, measured on a CPU: peak memory by kind and FLOPs of the
+Train node's step, at full size, without the memory or the compute. Prints one JSON object.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/regime.py --defaults   # the node's defaults, both methods
+    COMFYUI_PATH=/path/to/ComfyUI python bench/regime.py              # every setting below
+    python bench/regime.py --tiny                                     # the same code at test size (CI)
+
+How: ComfyUI's own SDXL model (UNet, CLIP-L, CLIP-G; fp16 weights, as SDXL checkpoints store them) is built under
+PyTorch's FakeTensorMode, which keeps shapes, dtypes and devices but no data. The Train node's adapters then make
+their training copies (``nodes.sdxl_training.training_models``: weights cast once to the training dtype, gradient
+checkpointing per residual and transformer block, SeFi-IDE's attention hooks) and the core's loop runs one forward
+pass (``faceclip_core.identity.loop.pass_loss``: the text encoders with the tokens spliced in, the UNet, the
+losses) and its backward pass, counting live tensor bytes by kind at the peak and FLOPs (``bench/live_memory.py``;
+torch's MemTracker refuses modules that run twice, as checkpointed blocks do). The optimizer's state (AdamW: two fp32 moments per trainable value) and the trainable parameters
+are counted from their sizes.
+
+What CUDA keeps that this does not count, and the reverse:
+- the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.6 GiB, outside torch's allocator), and the caching
+  allocator's slack (fragmentation; typically 5-15 % above the tensors' peak): ``device_gib`` adds 0.5 GiB and
+  10 % to ``peak_gib`` for what an artist's card must have;
+- attention: training computes through PyTorch's SDPA (the node forces it), which on CUDA runs the flash or
+  memory-efficient kernels that keep O(N) per head (the log-sum-exp), never the N x N maps; the CPU's fake SDPA
+  also takes its fused kernel here (checked by ``attention_maps_gib`` = 0: no saved tensor is as large as a map);
+- what the CPU keeps and CUDA would not: nothing found (the CPU's default sub-quadratic attention, which keeps
+  its chunks' maps, is bypassed as on CUDA).
+
+Time: FLOPs per step x steps / (the card's dense fp16/bf16 tensor peak with fp32 accumulation x ``UTILISATION``),
+an estimate of eager PyTorch at batch 1 (kernel launches, normalisations and element-wise work keep a real run
+below the tensor cores' peak); ``bench/train.py --backend cuda`` measures the real time on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GIB = 2 ** 30
+METHODS = ("SeFi-IDE", "ID-EA")
+DTYPES = ("bf16", "fp16")
+
+# dense fp16/bf16 tensor throughput with fp32 accumulation (what PyTorch's matmuls use), TFLOP/s
+CARDS: dict[str, dict[str, float]] = {
+    "RTX 3060 12GB": {"tflops": 25.6, "memory_gib": 12.0},
+    "RTX 4090 24GB": {"tflops": 165.2, "memory_gib": 24.0},
+    "H100 80GB": {"tflops": 989.4, "memory_gib": 80.0},
+}
+UTILISATION = 0.35  # share of that peak an eager SDXL training step sustains (estimate, see the docstring)
+CUDA_OVERHEAD_GIB = 0.5  # CUDA context + cuBLAS/cuDNN workspaces
+ALLOCATOR_SLACK = 0.10  # caching allocator fragmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    method: str
+    checkpointing: bool
+    resolution: int
+    dtype: str
+    micro_batch: int  # samples per pass; 0 = the recipe's batch in one pass
+    batch_size: int  # 0 = the recipe's
+
+
+def boot_comfy():
+    """ComfyUI imported in this process on the CPU, with the pack's training adapters."""
+    from bench.train import _boot_comfy
+
+    training, _ = _boot_comfy(cpu=True)
+    return training
+
+
+def _fake_models(training, tiny: bool):
+    """A fake SDXL MODEL patcher (fp16 weights) and a fake SDXL CLIP, as ComfyUI's loaders would make them."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import torch
+
+    from bench.train import FULL_UNET
+    from tests.harness import tiny_models
+
+    unet_config = dict(tiny_models.UNET_CONFIG if tiny else FULL_UNET, dtype=torch.float16)
+    model_config = comfy.supported_models.SDXL(unet_config)
+    model_config.set_inference_dtype(torch.float16, None)
+    base = comfy.model_base.SDXL(model_config, device=torch.device("cpu"))
+    cpu = torch.device("cpu")
+    unet = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    # what comfy.sd.CLIP builds, without its loading step (fake weights cannot be moved)
+    target = model_config.clip_target()
+    clip = comfy.sd.CLIP(no_init=True)
+    clip.cond_stage_model = target.clip(**target.params, dtype=torch.float16, device=cpu)
+    clip.tokenizer = target.tokenizer(embedding_directory=None, tokenizer_data={})
+    clip.patcher = comfy.model_patcher.ModelPatcher(clip.cond_stage_model, load_device=cpu, offload_device=cpu)
+    clip.tokenizer_options, clip.layer_idx, clip.use_clip_schedule = {}, None, False
+    return unet, clip
+
+
+def _config(setting: Setting, steps: int):
+    from faceclip_core.identity.config import method_config
+    from faceclip_core.identity.recipes import DEFAULT_RECIPE
+
+    return method_config(setting.method, recipe=DEFAULT_RECIPE, steps=steps, lr=0.0, seed=0,
+                         batch_size=setting.batch_size, micro_batch=setting.micro_batch, precision=setting.dtype,
+                         num_tokens=0, class_word="person", stages=5, kv_split=True, attention_weight=0.003,
+                         attention_tokens="all", attention_layers="input:7, input:8, middle:0, output:0, "
+                                                                  "output:1, output:2",
+                         anchor_names="celebrities", reg_weight=8e-4, adapter_scale=0.4)
+
+
+def measure(setting: Setting, tiny: bool = False) -> dict:
+    """One training pass (forward + backward) of ``setting`` on fake tensors: peak memory by kind and FLOPs."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from bench.live_memory import LiveMemory
+    from faceclip_core.identity import TrainingProblem
+    from faceclip_core.identity.loop import draw_step, pass_loss, prepare
+
+    training = boot_comfy()
+    steps = 320
+    config = _config(setting, steps)
+    resolution = 64 if tiny else setting.resolution
+    started = time.perf_counter()
+    with torch.inference_mode(False), torch.enable_grad():
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            unet, clip = _fake_models(training, tiny)
+            models = training.training_models(unet, clip, config, resolution, setting.checkpointing,
+                                              unet_copy=unet)
+            # what loading does besides moving weights (fake ones cannot move): the compute-dtype object patch
+            models.unet.patch_model(load_weights=False)
+            tokenize = training.comfy_tokenizer(clip)
+            face = torch.nn.functional.normalize(torch.randn(512), dim=0)
+            latents = torch.zeros(2, 4, resolution // 8, resolution // 8)
+            problem = TrainingProblem(latents=latents, text=models.text, denoiser=models.denoiser,
+                                      tokenize=tokenize, attention=models.attention, face=face, device="cpu")
+            prep = prepare(problem, config, 0)
+        draws = draw_step(torch.Generator().manual_seed(0), config, prep, latents)  # real draws, as the loop's
+        rows = slice(0, config.train.pass_size)
+        trainable = sum(p.numel() for p in prep.params.trainable())
+        modules = [models.unet.model, models.text_patcher.model]
+        weights = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            with LiveMemory([*weights, *prep.params.trainable()]) as memory, \
+                    torch.autograd.graph.saved_tensors_hooks(*memory.saved_hooks()):
+                loss, *_ = pass_loss(problem, config, prep, latents, draws, rows, 0)
+                loss.backward()
+            if models.attention is not None:
+                models.attention.disarm()
+    optimizer_bytes = trainable * 4 * 2  # AdamW's two fp32 moments
+    passes = -(-config.train.batch_size // config.train.pass_size)
+    by_kind = {k: round(v / GIB, 3) for k, v in memory.peak_by_kind.items()}
+    total = memory.peak_bytes + optimizer_bytes
+    tflop_pass = memory.flops / 1e12
+    return {
+        "method": setting.method, "checkpointing": setting.checkpointing, "resolution": resolution,
+        "dtype": setting.dtype, "micro_batch": config.train.pass_size, "batch_size": config.train.batch_size,
+        "steps": steps, "peak_gib": round(total / GIB, 3), "device_gib": round(device_gib(total / GIB), 3),
+        "peak_by_kind_gib": {**by_kind, "optimizer_state": round(optimizer_bytes / GIB, 4)},
+        "largest_at_peak": memory.largest_at_peak(),
+        "tflop_per_step": round(tflop_pass * passes, 3), "seconds_to_measure": round(time.perf_counter() - started),
+    }
+
+
+def device_gib(tensor_peak_gib: float) -> float:
+    """What a CUDA card must have for a step whose tensors peak at ``tensor_peak_gib``."""
+    return tensor_peak_gib * (1 + ALLOCATOR_SLACK) + CUDA_OVERHEAD_GIB
+
+
+def minutes(tflop_per_step: float, steps: int) -> dict[str, float]:
+    return {card: round(tflop_per_step * steps / (spec["tflops"] * UTILISATION) / 60, 2)
+            for card, spec in CARDS.items()}
+
+
+def node_defaults() -> list[Setting]:
+    """The Train node's defaults (its recipe, checkpointing and micro-batch), per method and half dtype."""
+    from faceclip_core.identity.recipes import DEFAULT_CHECKPOINTING, DEFAULT_RESOLUTION
+
+    return [Setting(m, DEFAULT_CHECKPOINTING, DEFAULT_RESOLUTION, d, 0, 0) for m in METHODS for d in DTYPES]
+
+
+def every_setting() -> list[Setting]:
+    out = node_defaults()
+    for method in METHODS:
+        out.append(Setting(method, False, 1024, "bf16", 0, 0))
+        out.append(Setting(method, True, 768, "bf16", 0, 0))
+    out.append(Setting("ID-EA", True, 1024, "bf16", 1, 8))  # the paper's batch, one sample per pass
+    out.append(Setting("ID-EA", True, 1024, "bf16", 8, 8))  # the paper's batch in one pass
+    return out
+
+
+def report(results: list[dict]) -> dict:
+    defaults: dict[str, dict] = {}
+    for r in results:
+        if r.get("default"):
+            d = defaults.setdefault(r["method"], {"peak_gib": {}, "device_gib": {}})
+            d["peak_gib"][r["dtype"]] = r["peak_gib"]
+            d["device_gib"][r["dtype"]] = r["device_gib"]
+            d["tflop_per_step"] = r["tflop_per_step"]
+            d["samples"] = r["steps"] * r["batch_size"]
+            d["minutes"] = minutes(r["tflop_per_step"], r["steps"])
+    return {"benchmark": "id_embedding_regime", "utilisation": UTILISATION, "cards": CARDS,
+            "cuda_overhead_gib": CUDA_OVERHEAD_GIB, "allocator_slack": ALLOCATOR_SLACK,
+            "defaults": defaults, "settings": results}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--defaults", action="store_true", help="only the node's defaults (both methods, bf16, fp16)")
+    ap.add_argument("--tiny", action="store_true", help="the tests' tiny UNet at 64 px (CI)")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    defaults = node_defaults()
+    settings = defaults if a.defaults or a.tiny else every_setting()
+    if a.tiny:
+        settings = settings[:2]
+    results = []
+    for s in settings:
+        r = measure(s, tiny=a.tiny)
+        r["default"] = s in defaults
+        print(json.dumps(r), file=sys.stderr, flush=True)
+        results.append(r)
+    print(json.dumps(report(results), indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,124 @@
+"""What a training run will cost the GPU, before it starts: peak memory and time, from a profile of one SDXL
+training step measured at full size by ``bench/regime.py`` (fake tensors: the real graph without memory or
+compute), so the Train node can say it and refuse a run that cannot fit.
+
+Scaling: a pass's memory above the weights grows with the samples in the pass and, like its FLOPs, with the
+latent's area (SDPA on the GPU keeps no N x N maps; the attention's quadratic part is a small share of SDXL's work
+at 1024 px, see ``tests/e2e/test_bench_regime.py``, which checks this model against the measured step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .config import MethodConfig
+from .errors import IdentityError
+
+GIB = 2 ** 30
+
+# SDXL's parameters (UNet; CLIP-L + CLIP-G text transformers), counted from ComfyUI's model at full size.
+UNET_PARAMS = 2_567_463_684
+TEXT_PARAMS = 817_844_480
+
+
+@dataclass(frozen=True)
+class PassProfile:
+    """One forward + backward pass at 1024 px in a 16-bit dtype, measured by bench/regime.py.
+    ``first_gib``: memory above the weights with one sample; ``more_gib``: each further sample in the pass;
+    ``tflop``: per sample."""
+
+    first_gib: float
+    more_gib: float
+    tflop: float
+
+
+# (method, gradient checkpointing) -> profile; measured with bench/regime.py (see the Train node's help page)
+PROFILES: dict[tuple[str, bool], PassProfile] = {
+    ("SeFi-IDE", True): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
+    ("SeFi-IDE", False): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
+    ("ID-EA", True): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
+    ("ID-EA", False): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
+}
+
+# What a CUDA card holds beyond the tensors: its context and cuBLAS/cuDNN workspaces, and the caching allocator's
+# slack (fragmentation).
+CUDA_OVERHEAD_GIB = 0.5
+ALLOCATOR_SLACK = 0.10
+
+# Dense fp16/bf16 tensor throughput with fp32 accumulation (PyTorch's matmuls), TFLOP/s, and the share of it an
+# eager SDXL training step sustains (an estimate; bench/train.py --backend cuda measures the real time).
+CARDS: dict[str, float] = {"RTX 3060 12GB": 25.6, "RTX 4090 24GB": 165.2, "H100 80GB": 989.4}
+UTILISATION = 0.35
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """``peak_gib``: the tensors at the step's peak; ``device_gib``: what the card must have for it."""
+
+    peak_gib: float
+    device_gib: float
+    weights_gib: float
+    tflop_per_step: float
+    steps: int
+
+    def minutes(self, tflops: float) -> float:
+        return self.tflop_per_step * self.steps / (tflops * UTILISATION) / 60
+
+    def minutes_by_card(self) -> dict[str, float]:
+        return {card: round(self.minutes(tflops), 2) for card, tflops in CARDS.items()}
+
+    def text(self) -> str:
+        cards = ", ".join(f"~{m:.1f} min on an {card}" for card, m in self.minutes_by_card().items())
+        return f"estimated: {self.device_gib:.1f} GB of GPU memory at the peak; {cards}"
+
+
+def device_gib(tensor_gib: float) -> float:
+    """What a CUDA card must have for tensors peaking at ``tensor_gib``."""
+    return tensor_gib * (1 + ALLOCATOR_SLACK) + CUDA_OVERHEAD_GIB
+
+
+def estimate_run(config: MethodConfig, resolution: int, checkpointing: bool, pass_size: int | None = None,
+                 weight_bytes: int = 2) -> RunEstimate:
+    """The run of ``config`` at ``resolution``: ``pass_size`` samples per forward/backward pass (default: the
+    config's), weights stored in ``weight_bytes`` per value (the training dtype's)."""
+    t = config.train
+    size = pass_size or t.pass_size
+    profile = PROFILES[(config.method, checkpointing)]
+    area = (resolution / 1024) ** 2
+    weights = (UNET_PARAMS + TEXT_PARAMS) * weight_bytes / GIB
+    activations = (profile.first_gib + profile.more_gib * (size - 1)) * area
+    peak = weights + activations
+    return RunEstimate(peak_gib=peak, device_gib=device_gib(peak), weights_gib=weights,
+                       tflop_per_step=profile.tflop * area * t.batch_size, steps=t.steps)
+
+
+def largest_pass(config: MethodConfig, resolution: int, checkpointing: bool, free_gib: float,
+                 weight_bytes: int = 2) -> int:
+    """The most samples per pass (up to the batch) whose step fits ``free_gib`` of device memory; at least 1."""
+    t = config.train
+    for size in range(t.batch_size, 1, -1):
+        if estimate_run(config, resolution, checkpointing, size, weight_bytes).device_gib <= free_gib:
+            return size
+    return 1
+
+
+def fit_to_device(config: MethodConfig, resolution: int, checkpointing: bool, device_gib_total: float | None,
+                  weight_bytes: int = 2) -> tuple[MethodConfig, RunEstimate]:
+    """``config`` with its micro-batch chosen when left at 0 (auto: the most samples per pass that fit the device,
+    whose other models the run unloads first), and the run's estimate. ``device_gib_total``: the GPU's memory, or
+    None (the CPU: nothing to fit). Raises, saying what to change, when even one sample per pass cannot fit."""
+    t = config.train
+    if t.micro_batch == 0 and device_gib_total is not None:
+        size = largest_pass(config, resolution, checkpointing, device_gib_total, weight_bytes)
+        config = replace(config, train=replace(t, micro_batch=size))
+    estimate = estimate_run(config, resolution, checkpointing, weight_bytes=weight_bytes)
+    if device_gib_total is not None and estimate.device_gib > device_gib_total:
+        advice = [] if checkpointing else ["turn gradient_checkpointing on"]
+        if config.train.pass_size > 1:
+            advice.append("set micro_batch to 1")
+        if resolution > 768:
+            advice.append("lower resolution to 768")
+        advice = advice or ["use a GPU with more memory"]
+        raise IdentityError(
+            f"this training run needs about {estimate.device_gib:.1f} GB of GPU memory and this GPU has "
+            f"{device_gib_total:.1f} GB: {' or '.join(advice)}.")
+    return config, estimate
