@@ -9,6 +9,15 @@ for its stage's and passes the values' context on to an attn2 patch. Nothing is 
 prompts, long negatives, batches, masks and two identities in one graph all route exactly; rows of other
 prompts (the negative) never carry it and are never touched.
 
+Why the negative still shares the identity's UNet call: the sampler batches conditionings into one model call
+only when their ``model_conds`` have the same keys (``can_concat_cond``), so a key only the positive has would
+cost a second UNet call per CFG step. Apply's MODEL therefore also wraps the sampler's cond batching
+(CALC_COND_BATCH) and, for that step only, gives every entry without an identity a ``StageCond`` whose rows are
+None ("not an identity row"), so all entries concatenate and the routing leaves those rows as they are. Doing it
+where the batching is decided changes no guider's state and covers every guider that batches through
+``calc_cond_batch`` (DualCFGGuider's three prompts as well as KSampler's two).
+A MODEL without the wrapper adds nothing, so Apply's positive alone still reaches it and raises ``NOT_PATCHED``.
+
 Why not ComfyUI's conditioning hooks: under the dynamic VRAM patcher (the default on NVIDIA GPUs) a hooked
 conditioning makes the sampler reload the whole model as a classic patcher (``get_non_dynamic_delegate``); a
 ``model_conds`` value and a model wrapper keep the dynamic patcher and its memory management.
@@ -64,15 +73,35 @@ class StageCond:
         return [len(self.rows)]
 
 
+NO_IDENTITY = StageCond((None,))  # rows of a conditioning that is not an identity's: routed as they are
+
+
 def identity_conditioning(stages: StageContexts, context: torch.Tensor, pooled: torch.Tensor) -> list:
     """CONDITIONING whose rows route through ``stages``; ``context``/``pooled`` are what other consumers see (the
     prompt with the stages' mean tokens, what ``embedding:name`` would give)."""
     return sdxl_conditioning(context, pooled, model_conds={MODEL_COND_KEY: StageCond((stages,))})
 
 
+def _with_identity_key(entry: dict) -> dict:
+    """``entry`` (a sampler conditioning) with an identity key: its own, or one that routes nothing. A new dict,
+    because the sampler reuses its entries at every step."""
+    model_conds = entry.get("model_conds", {})
+    if MODEL_COND_KEY in model_conds:
+        return entry
+    return {**entry, "model_conds": {**model_conds, MODEL_COND_KEY: NO_IDENTITY}}
+
+
+def _batch_with_identities(executor, model, conds: list[list[dict] | None], x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper: when any entry carries an identity, every entry gets the key, so identity and
+    non-identity prompts batch into the same UNet calls (see the module docstring)."""
+    if any(MODEL_COND_KEY in entry.get("model_conds", {}) for cond in conds if cond for entry in cond):
+        conds = [None if cond is None else [_with_identity_key(entry) for entry in cond] for cond in conds]
+    return executor(model, conds, x_in, timestep, model_options)
+
+
 def _route_rows(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
     rows = kwargs.pop(MODEL_COND_KEY, None)
-    if rows is None or c_crossattn is None:
+    if rows is None or c_crossattn is None or all(r is None for r in rows.rows):  # no identity in this call
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     model = executor.class_obj
     timesteps = model.model_sampling.timestep(t)
@@ -97,11 +126,13 @@ def _value_context(n, context, value, extra):
 
 
 def patch_model(model):
-    """A clone of MODEL that routes identity rows (once, however many Apply nodes it passes through)."""
-    wrappers = comfy.patcher_extension.WrappersMP.APPLY_MODEL
-    if model.get_wrappers(wrappers, WRAPPER_KEY):
+    """A clone of MODEL that routes identity rows (once, however many Apply nodes it passes through) and batches
+    them with the other prompts."""
+    wrappers = comfy.patcher_extension.WrappersMP
+    if model.get_wrappers(wrappers.APPLY_MODEL, WRAPPER_KEY):
         return model
     patched = model.clone()
-    patched.add_wrapper_with_key(wrappers, WRAPPER_KEY, _route_rows)
+    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, _route_rows)
+    patched.add_wrapper_with_key(wrappers.CALC_COND_BATCH, WRAPPER_KEY, _batch_with_identities)
     patched.set_model_attn2_patch(_value_context)
     return patched

@@ -230,13 +230,17 @@ def synthetic_identities(comfy_base) -> dict[str, str]:
     return names
 
 
-def apply_graph(identities: dict[str, str], scenario: str, dynamic: bool) -> dict:
+def apply_graph(identities: dict[str, str], scenario: str, dynamic: bool, applied: bool = True) -> dict:
+    """``applied=False``: the same graph with plain prompts (CLIPTextEncode, "person" for {id}) and no Apply."""
     graph = loaders(dynamic)
     prompt = "a photo of {id} wearing sunglasses" + (", " + LONG if scenario == "long_positive" else "")
     negative = "blurry" + (", " + LONG if scenario == "long_negative" else "")
     model = ["unet", 0]
     positives = []
     for key in ("a", "b") if scenario == "two_identities" else ("a",):
+        if not applied:
+            positives.append(encode(graph, f"plain_{key}", prompt.replace("{id}", "person")))
+            continue
         graph[f"id_{key}"] = {"class_type": "FaceCLIPLoadIDEmbedding", "inputs": {"embedding_name": identities[key]}}
         graph[f"apply_{key}"] = {"class_type": "FaceCLIPApplyIDEmbedding", "inputs": {
             "model": model, "clip": ["clip", 0], "id_embedding": [f"id_{key}", 0], "prompt": prompt}}
@@ -281,10 +285,18 @@ def test_apply_routes_every_row_of_its_prompt_at_every_step_and_never_the_negati
     stages = {k: load_file(str(comfy_base / "output" / f"stages_{scenario}_{k}.safetensors")) for k in keys}
     count = stages["a"]["keys"].shape[0]
     length = 154 if scenario == "long_positive" else 77
+    negative_length = 154 if scenario == "long_negative" else 77
     assert stages["a"]["keys"].shape == (2, length, 2048)
 
-    def sums(k: str, s: int) -> dict[str, float]:
-        return {f: float(stages[k][f][s].sum()) for f in ("keys", "values", "pooled")}
+    # Batched with a longer prompt, a row is repeated to the batch's length (ComfyUI's padding, which leaves
+    # cross-attention unchanged): its sum is its own times the repeats, and the routed rows must follow it.
+    def sums(k: str, s: int, batch_length: int) -> dict[str, float]:
+        repeats = batch_length // length
+        return {f: float(stages[k][f][s].sum()) * (1 if f == "pooled" else repeats)
+                for f in ("keys", "values", "pooled")}
+
+    def negative(batch_length: int) -> float:
+        return given["negative"] * (batch_length // negative_length)
 
     seen_stages, seen_ids, identity_rows = set(), set(), 0
     for call in probe["model_calls"]:
@@ -292,11 +304,11 @@ def test_apply_routes_every_row_of_its_prompt_at_every_step_and_never_the_negati
         chunk = len(call["rows"]) // len(call["cond_or_uncond"])
         for i, row in enumerate(call["rows"]):
             if call["cond_or_uncond"][i // chunk] == 1:  # the negative: exactly as CLIPTextEncode made it
-                assert row["context"] == pytest.approx(given["negative"], rel=1e-5)
+                assert row["context"] == pytest.approx(negative(row["length"]), rel=1e-5)
                 continue
-            match = [k for k in keys if row["context"] == pytest.approx(sums(k, s)["keys"], rel=1e-5)]
+            match = [k for k in keys if row["context"] == pytest.approx(sums(k, s, row["length"])["keys"], rel=1e-5)]
             assert match, (scenario, call["sigma"], row)  # every conditional row is an identity's, at its stage
-            assert row["pooled"] == pytest.approx(sums(match[0], s)["pooled"], rel=1e-5)
+            assert row["pooled"] == pytest.approx(sums(match[0], s, row["length"])["pooled"], rel=1e-5)
             seen_stages.add(s)
             seen_ids.update(match)
             identity_rows += 1
@@ -307,10 +319,26 @@ def test_apply_routes_every_row_of_its_prompt_at_every_step_and_never_the_negati
         chunk = len(call["rows"]) // len(call["cond_or_uncond"])
         for i, row in enumerate(call["rows"]):
             if call["cond_or_uncond"][i // chunk] == 1:
-                assert row["same"] and row["context"] == pytest.approx(given["negative"], rel=1e-5)
+                assert row["same"] and row["context"] == pytest.approx(negative(call["length"]), rel=1e-5)
             else:
-                k = next(k for k in keys if row["context"] == pytest.approx(sums(k, s)["keys"], rel=1e-5))
-                assert row["value"] == pytest.approx(sums(k, s)["values"], rel=1e-5) and not row["same"]
+                expected = {k: sums(k, s, call["length"]) for k in keys}
+                k = next(k for k in keys if row["context"] == pytest.approx(expected[k]["keys"], rel=1e-5))
+                assert row["value"] == pytest.approx(expected[k]["values"], rel=1e-5) and not row["same"]
+
+
+@pytest.mark.parametrize(("scenario", "patcher"), [("long_negative", "classic"), ("two_identities", "dynamic")])
+def test_sampling_with_apply_calls_the_unet_as_often_as_without_it(client, sdxl_clip, synthetic_identities,
+                                                                   scenario, patcher):
+    """Apply's positive batches with the negative (and with other prompts) into the same UNet calls as plain
+    prompts do: one forward per step at cfg > 1, not one for the identity and one for the rest."""
+    unet_calls = {}
+    for applied in (True, False):
+        result = client.run(apply_graph(synthetic_identities, scenario, patcher == "dynamic", applied=applied))
+        assert result.ok, result.describe_error()
+        unet_calls[applied] = result.outputs["probe"]["unet_calls"]
+    rows = 3 if scenario == "two_identities" else 2  # every positive entry and the negative
+    assert [c["batch"] for c in unet_calls[False]] == [rows] * 3  # 3 euler steps, cond and uncond in one call
+    assert unet_calls[True] == unet_calls[False]
 
 
 def test_apply_positive_with_a_model_that_is_not_applys_is_an_error_not_silence(client, sdxl_clip,

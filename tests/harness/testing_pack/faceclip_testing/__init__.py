@@ -89,9 +89,11 @@ class SaveConditioning(io.ComfyNode):
 class ProbeSample(io.ComfyNode):
     """KSampler (euler, normal) that records what the model receives, after all other patches and wrappers:
     per model call the sigma, cond_or_uncond and per batch row the sums of the cross-attention context and of the
-    ADM vector's pooled part; per cross-attention call the block, sigma, cond_or_uncond and per row the sums of
-    its keys' and values' context and whether they are equal. Also reports the given positive's and negative's
-    sums and the class of the model patcher that sampled."""
+    ADM vector's pooled part; per cross-attention call the block, sigma, context length, cond_or_uncond and per
+    row the sums of
+    its keys' and values' context and whether they are equal; per forward call of the diffusion model (the UNet
+    itself, however its caller batches) the sigma and the batch size. Also reports the given positive's and
+    negative's sums and the class of the model patcher that sampled."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -114,7 +116,7 @@ class ProbeSample(io.ComfyNode):
             value = context if value is None else value
             records.append({
                 "block": list(extra.get("block", ())), "cond_or_uncond": list(extra.get("cond_or_uncond", [])),
-                "sigma": float(extra["sigmas"].reshape(-1)[0]),
+                "sigma": float(extra["sigmas"].reshape(-1)[0]), "length": int(context.shape[1]),
                 "rows": [{"context": float(context[i].float().sum()), "value": float(value[i].float().sum()),
                           "same": bool(torch.equal(context[i], value[i]))} for i in range(context.shape[0])]})
             return n, context, value
@@ -128,13 +130,22 @@ class ProbeSample(io.ComfyNode):
                          for i in range(c_crossattn.shape[0])]})
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
+        unet_calls = []
+
+        def unet_call(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+            unet_calls.append({"sigma": float(transformer_options["sigmas"].reshape(-1)[0]), "batch": int(x.shape[0])})
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
         probed = model.clone()
         probed.set_model_attn2_patch(probe)  # runs after the patches already on the model
         probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "faceclip_test_probe", model_call)
+        probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "faceclip_test_probe",
+                                    unet_call)
         (out,) = nodes.common_ksampler(probed, 0, steps, cfg, "euler", "normal", positive, negative, latent)
         sums = {"positive": float(positive[0][0].float().sum()), "negative": float(negative[0][0].float().sum()),
                 "patcher": type(probed).__name__}
-        return io.NodeOutput(out, ui={"calls": records, "model_calls": model_calls, "given": [sums]})
+        return io.NodeOutput(out, ui={"calls": records, "model_calls": model_calls, "unet_calls": unet_calls,
+                                      "given": [sums]})
 
 
 class SaveStageContexts(io.ComfyNode):
