@@ -48,29 +48,41 @@ class CLIPStack:
         weight = self.module.text_model.embeddings.token_embedding.weight
         return weight[ids.to(weight.device)].float()
 
-    def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run(self, embeds: torch.Tensor, layers: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The first ``layers`` layers: (the output of layer ``hidden_layer`` if reached, the last output)."""
         tm = self.module.text_model
         pos = tm.embeddings.position_embedding.weight.to(device=embeds.device, dtype=embeds.dtype)
         x = embeds + pos[: embeds.shape[1]]
         n = x.shape[1]
         causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
-        layers = list(tm.encoder.layers)
-        target = self.hidden_layer % len(layers)
+        all_layers = list(tm.encoder.layers)
+        target = self.hidden_layer % len(all_layers)
         hidden = None
-        last = len(layers) if want_pooled else target + 1  # the pooled output needs every layer
-        for i, layer in enumerate(layers[:last]):
+        for i, layer in enumerate(all_layers[:layers]):
             if self.gradient_checkpointing and x.requires_grad:
                 x = checkpoint(_layer, layer, x, causal, use_reentrant=False)
             else:
                 x = _layer(layer, x, causal)
             if i == target:
                 hidden = x
+        return hidden, x
+
+    def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        layers = len(self.module.text_model.encoder.layers)
+        # the pooled output needs every layer
+        last = layers if want_pooled else self.hidden_layer % layers + 1
+        hidden, x = self._run(embeds, last)
         pooled = None
         if want_pooled:
-            final = tm.final_layer_norm(x)
+            final = self.module.text_model.final_layer_norm(x)
             pooled = self.module.text_projection(final[torch.arange(x.shape[0]), list(eos)]).float()
         return hidden.float(), pooled
+
+    def final_states(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The last layer's output after the final LayerNorm (HF's ``last_hidden_state``) at every position."""
+        _, x = self._run(embeds, len(self.module.text_model.encoder.layers))
+        return self.module.text_model.final_layer_norm(x).float()
 
 
 def _layer(layer: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -100,25 +112,30 @@ class SDXLTextEncoder:
             out[name] = stack.token_embeddings(ids)
         return out
 
+    def _embeds(self, name: str, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """Encoder ``name``'s input token embeddings of ``prompt`` [B, chunks * 77, D], ``rows`` in its slots."""
+        ids = torch.tensor(prompt.ids[name], device=self.device)
+        embeds = self.stacks()[name].token_embeddings(ids).unsqueeze(0)
+        if rows is None:
+            return embeds
+        r = rows[name].to(self.device, torch.float32)
+        r = r.unsqueeze(0) if r.dim() == 2 else r
+        embeds = embeds.expand(r.shape[0], -1, -1)
+        slots = list(prompt.slots)
+        # out of place, so gradients reach the rows
+        keep = torch.ones(embeds.shape[1], 1, device=self.device)
+        keep[slots] = 0
+        placed = torch.zeros_like(embeds)
+        placed = placed.index_copy(1, torch.tensor(slots, device=self.device), r)
+        return embeds * keep + placed
+
     def encode(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         contexts = []
         pooled = None
         for name, stack in self.stacks().items():
-            ids = torch.tensor(prompt.ids[name], device=self.device)
-            chunks = ids.numel() // CHUNK
-            embeds = stack.token_embeddings(ids).unsqueeze(0)  # [1, chunks * 77, D]
-            if rows is not None:
-                r = rows[name].to(self.device, torch.float32)
-                r = r.unsqueeze(0) if r.dim() == 2 else r
-                embeds = embeds.expand(r.shape[0], -1, -1)
-                slots = list(prompt.slots)
-                # out of place, so gradients reach the rows
-                keep = torch.ones(embeds.shape[1], 1, device=self.device)
-                keep[slots] = 0
-                placed = torch.zeros_like(embeds)
-                placed = placed.index_copy(1, torch.tensor(slots, device=self.device), r)
-                embeds = embeds * keep + placed
+            chunks = len(prompt.ids[name]) // CHUNK
+            embeds = self._embeds(name, prompt, rows)
             b = embeds.shape[0]
             hidden, p = stack.forward(embeds.reshape(b * chunks, CHUNK, -1), [prompt.eos] * (b * chunks),
                                       want_pooled=name == "clip_g")
@@ -128,3 +145,10 @@ class SDXLTextEncoder:
         b = max(c.shape[0] for c in contexts)
         contexts = [c.expand(b, -1, -1) for c in contexts]
         return torch.cat(contexts, dim=-1), pooled.expand(b, -1)
+
+    def encode_final(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """Per encoder, the final-LayerNorm output [B, 77, D] of a one-chunk ``prompt`` with ``rows`` in its
+        slots (what Cross Initialization reads; SDXL's context is the penultimate layer instead)."""
+        return {name: stack.final_states(self._embeds(name, prompt, rows))
+                for name, stack in self.stacks().items()}
