@@ -8,11 +8,12 @@ Train node's step, at full size, without the memory or the compute. Prints one J
 How: ComfyUI's own SDXL model (UNet, CLIP-L, CLIP-G; fp16 weights, as SDXL checkpoints store them) is built under
 PyTorch's FakeTensorMode, which keeps shapes, dtypes and devices but no data. The Train node's adapters then make
 their training copies (``nodes.sdxl_training.training_models``: weights cast once to the training dtype, gradient
-checkpointing per residual and transformer block, SeFi-IDE's attention hooks) and the core's loop runs one forward
-pass (``faceclip_core.identity.loop.pass_loss``: the text encoders with the tokens spliced in, the UNet, the
-losses) and its backward pass, counting live tensor bytes by kind at the peak and FLOPs (``bench/live_memory.py``;
-torch's MemTracker refuses modules that run twice, as checkpointed blocks do). The optimizer's state (AdamW: two fp32 moments per trainable value) and the trainable parameters
-are counted from their sizes.
+checkpointing per residual and transformer block, SeFi-IDE's attention hooks) and the core's loop runs one step's
+first pass exactly as in training (``faceclip_core.identity.loop.forward_loss`` and ``backward_pass``: the text
+encoders with the tokens spliced in, the UNet, the losses, the two-part backward), counting live tensor bytes by
+kind at the peak and FLOPs (``bench/live_memory.py``; torch's MemTracker refuses modules that run twice, as
+checkpointed blocks do). The optimizer's state (AdamW: two fp32 moments per trainable value) is counted from its
+size; a step of several passes repeats the first pass's FLOPs.
 
 What CUDA keeps that this does not count, and the reverse:
 - the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.6 GiB, outside torch's allocator), and the caching
@@ -120,7 +121,7 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
 
     from bench.live_memory import LiveMemory
     from faceclip_core.identity import TrainingProblem
-    from faceclip_core.identity.loop import draw_step, pass_loss, prepare
+    from faceclip_core.identity.loop import backward_pass, draw_step, forward_loss, prepare
 
     training = boot_comfy()
     steps = 320
@@ -148,10 +149,8 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
         with FakeTensorMode(allow_non_fake_inputs=True):
             with LiveMemory([*weights, *prep.params.trainable()]) as memory, \
                     torch.autograd.graph.saved_tensors_hooks(*memory.saved_hooks()):
-                loss, *_ = pass_loss(problem, config, prep, latents, draws, rows, 0)
-                loss.backward()
-            if models.attention is not None:
-                models.attention.disarm()
+                fwd, loss, reg = forward_loss(problem, config, prep, latents, draws, rows, 0)
+                backward_pass(problem, fwd, loss, reg, prep.params, torch.amp.GradScaler("cpu", enabled=False), {})
     optimizer_bytes = trainable * 4 * 2  # AdamW's two fp32 moments
     passes = -(-config.train.batch_size // config.train.pass_size)
     by_kind = {k: round(v / GIB, 3) for k, v in memory.peak_by_kind.items()}

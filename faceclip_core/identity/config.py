@@ -31,18 +31,20 @@ ID_SLOT, CLASS_SLOT = "{id}", "{class}"
 def _idea_templates() -> tuple[str, ...]:
     """ID-EA trains on 81 ImageNet-style captions (27 phrasings x photo / illustration / depiction). These are 27
     phrasings of our own for SDXL's natural-language captions of head-and-shoulders portraits, in the same three
-    media (choice). ``{am}``: article and medium ("an illustration"); ``{m}``: the medium alone."""
+    media (choice). ``{am}``: article and medium ("an illustration"); ``{m}``: the medium alone. As in the
+    reference code, where the person's name would go stands "face of <identity> <class word>" (its dataset
+    fills its captions with "face of <tokens> person"), so the tokens are learned in a face context."""
     phrasings = (
         "{am} of {p}", "a close-up {m} of {p}", "a cropped {m} of {p}", "a good {m} of {p}", "a bright {m} of {p}",
         "a dark {m} of {p}", "a high-quality {m} of {p}", "a candid {m} of {p}", "a portrait {m} of {p}",
-        "{am} of the face of {p}", "{am} of {p}, head and shoulders", "{am} of {p} looking at the camera",
+        "{am} focused on {p}", "{am} of {p}, head and shoulders", "{am} of {p} looking at the camera",
         "{am} of {p} looking to the side", "{am} of {p} smiling", "{am} of {p} with a neutral expression",
         "{am} of {p} indoors", "{am} of {p} outdoors", "{am} of {p} in soft light", "{am} of {p} in daylight",
         "{am} of {p} against a plain background", "a small {m} of {p}", "a large {m} of {p}", "a nice {m} of {p}",
         "a simple {m} of {p}", "a detailed {m} of {p}", "a recent {m} of {p}", "{am} showing {p}",
     )
     media = (("a photo", "photo"), ("an illustration", "illustration"), ("a depiction", "depiction"))
-    person = f"{ID_SLOT} {CLASS_SLOT}"
+    person = f"the face of {ID_SLOT} {CLASS_SLOT}"
     return tuple(phrase.format(am=am, m=m, p=person) for am, m in media for phrase in phrasings)
 
 
@@ -116,8 +118,8 @@ class SeFiConfig:
     num_tokens: tokens standing for the person (choice: 1, like ProSpect's V*).
     attention_weight: lambda of the attention loss (paper: 3e-3).
     attention_tokens: "all" (default, the paper's "each token"): the identity's columns and every column after it
-        (end token, padding), which are the only keys the identity changes in CLIP's causal encoders; "identity":
-        only the identity's columns.
+        (end token, padding), which are the only keys the identity changes in CLIP's causal encoders, the two
+        groups weighing the same (each averaged over its columns); "identity": only the identity's columns.
     class_word: the reference word the identity replaces ("person" in the paper's reference prompt).
     """
 

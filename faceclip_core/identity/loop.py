@@ -22,12 +22,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .attention import AlignmentPlan, TrainingAttention, alignment_plan
+from .attention import GROUPS, AlignmentPlan, TrainingAttention, alignment_plan
 from .config import ID_SLOT, MethodConfig
 from .embedding import IDEmbedding
 from .errors import IdentityError
 from .files import TrainState
-from .losses import attention_alignment_loss, denoising_loss
+from .losses import attention_alignment_parts, denoising_loss
 from .params import IDEAParams, Parameterisation, StagedTokens
 from .prompts import PromptTokens, Tokenizer, tokenize_prompt
 from .routing import stage_timesteps
@@ -41,8 +41,13 @@ CELEBRITY_NAMES = Path(__file__).resolve().parents[1] / "data" / "celebrity_name
 @dataclass(frozen=True)
 class StepStats:
     """What one optimisation step did. ``attention`` and ``regulariser`` are the weighted terms as they enter the
-    loss (lambda * L_attn, reg_weight * L_reg); ``grad_norm`` is the tokens' gradient norm after unscaling;
-    ``skipped``: the step's (scaled fp16) gradients overflowed, so nothing was updated."""
+    loss (lambda * L_attn, reg_weight * L_reg); ``grad_norm`` is the gradient norm of everything trained, after
+    unscaling; ``skipped``: the step's (scaled fp16) gradients overflowed, so nothing was updated.
+
+    ``grad_norm_denoise``, ``grad_norm_attention``, ``grad_norm_reg``: the norm of each weighted term's own
+    gradient on the token parameters (unscaled; None where the term is off), to see which term steers the
+    tokens. ``attention_identity_share``: the identity columns' share of the attention term (the rest is the
+    later columns'). Every field after ``skipped`` has a default, so older states' histories still load."""
 
     step: int
     loss: float
@@ -52,13 +57,24 @@ class StepStats:
     grad_norm: float = 0.0
     loss_scale: float | None = None
     skipped: bool = False
+    grad_norm_denoise: float | None = None
+    grad_norm_attention: float | None = None
+    grad_norm_reg: float | None = None
+    attention_identity_share: float | None = None
 
     def text(self) -> str:
         parts = [f"loss {self.loss:.4f}", f"denoise {self.denoising:.4f}"]
         if self.attention is not None:
-            parts.append(f"attention {self.attention:.4f}")
+            share = "" if self.attention_identity_share is None else \
+                f" (identity {self.attention_identity_share:.0%})"
+            parts.append(f"attention {self.attention:.4f}{share}")
         if self.regulariser is not None:
             parts.append(f"anchor {self.regulariser:.5f}")
+        norms = [f"{name} {value:.2g}" for name, value in (
+            ("denoise", self.grad_norm_denoise), ("attention", self.grad_norm_attention),
+            ("anchor", self.grad_norm_reg)) if value is not None]
+        if norms:
+            parts.append("|grad| " + ", ".join(norms))
         if self.loss_scale is not None:
             parts.append(f"loss scale {self.loss_scale:g}")
         if self.skipped:
@@ -94,6 +110,10 @@ class TextEncoder(Protocol):
 
     def word_rows(self, prompt: PromptTokens) -> dict[str, torch.Tensor]:
         """Input token embeddings at ``prompt.slots``."""
+
+    def encode_final(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """Per encoder, the final-LayerNorm output [B, L, D] with ``rows`` in the prompt's identity slots."""
 
 
 @dataclass
@@ -164,17 +184,14 @@ def _anchor_rows(problem: TrainingProblem, names: str, n: int) -> dict[str, torc
 
 
 def _cross_init(problem: TrainingProblem, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Cross Initialization: the text encoder's own output for the anchor rows (BOS, rows, EOS)."""
+    """Cross Initialization: each text encoder's own output for the anchor rows (BOS, rows, EOS) at the rows'
+    positions, after its final LayerNorm, as the reference code reads it (the text model's last hidden state),
+    not SDXL's penultimate-layer context."""
     n = next(iter(rows.values())).shape[0]
     prompt = tokenize_prompt(problem.tokenize, ID_SLOT, n)
     with torch.no_grad():
-        context, _ = problem.text.encode(prompt, rows)
-    out, start = {}, 0
-    for name in ENCODERS:
-        width = rows[name].shape[-1]
-        out[name] = context[0, list(prompt.slots), start:start + width].float()
-        start += width
-    return out
+        final = problem.text.encode_final(prompt, rows)
+    return {name: final[name][0, list(prompt.slots)].float() for name in ENCODERS}
 
 
 def _on(params: Parameterisation, device: torch.device | str) -> Parameterisation:
@@ -259,10 +276,32 @@ def _encode_rows(problem: TrainingProblem, prep: _Prepared, tokens: dict[str, to
     return context.index_select(0, index), pooled.index_select(0, index)
 
 
+@dataclass
+class _Forward:
+    """One micro-batch's forward. The UNet reads detached copies (``leaves``) of the text side's outputs
+    (``text``: key context after the adapter, value context, pooled), and the attention alignment reads its own
+    copy (``aligned``) of the key context: the UNet's backward stops at these copies, so the attention term's
+    gradient on the context is known apart from the denoising loss's before the text side's backward runs once
+    for both. ``parts``: the unweighted attention term per column group (attention.GROUPS), or None."""
+
+    denoise: torch.Tensor
+    parts: torch.Tensor | None
+    text: list[torch.Tensor | None]
+    leaves: list[torch.Tensor | None]
+    aligned: torch.Tensor | None
+
+    @property
+    def attention(self) -> torch.Tensor | None:
+        return None if self.parts is None else self.parts.sum()
+
+
+def _leaf(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().requires_grad_(t.requires_grad)
+
+
 def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
-          latents: torch.Tensor, draws: _Draws, rows: slice, progress: float
-          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Forward of one micro-batch: its denoising loss and its (unweighted) attention term, or None."""
+          latents: torch.Tensor, draws: _Draws, rows: slice, progress: float) -> _Forward:
+    """Forward of one micro-batch: its denoising loss and its (unweighted) attention term."""
     attention = problem.attention
     templates = draws.templates.tolist()[rows]
     stages = draws.stages.tolist()[rows]
@@ -272,10 +311,13 @@ def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
     if tokens["clip_l"].shape[1] == 2:
         value, _ = _encode_rows(problem, prep, tokens, templates, stages, 1)
     context = params.adapt_context(context, progress)
+    text = [context, value, pooled]
+    leaves = [_leaf(t) for t in text]
     lam = config.sefi.attention_weight if config.is_sefi else 0.0
+    aligned = _leaf(context) if lam > 0 else None
     if attention is not None:
         reference = torch.cat([prep.reference_contexts[j] for j in templates]) if lam > 0 else None
-        attention.arm(value, reference, [prep.plans[j] for j in templates] if prep.plans else ())
+        attention.arm(leaves[1], reference, [prep.plans[j] for j in templates] if prep.plans else (), aligned)
     elif value is not None or lam > 0:
         raise IdentityError("a key/value split or an attention loss needs the model's attention hooks "
                             "(TrainingProblem.attention)")
@@ -285,38 +327,84 @@ def _pass(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
     sigma = problem.denoiser.sigma_of(draws.timesteps[rows].to(problem.device))
     sizes = problem.original_sizes[idx].to(problem.device) if problem.original_sizes is not None else None
     x_t = problem.denoiser.add_noise(x0, noise, sigma)
-    predicted = problem.denoiser.predict_noise(x_t, sigma, context, pooled, sizes)
+    predicted = problem.denoiser.predict_noise(x_t, sigma, leaves[0], leaves[2], sizes)
     denoise = denoising_loss(predicted, noise)
-    attn = None
+    parts = None
     if lam > 0:
-        attn = attention_alignment_loss(attention.terms)
-        if attn is None:
+        parts = attention_alignment_parts(attention.terms)
+        if parts is None:
             blocks = ", ".join(f"{b}:{i}" for b, i in config.sefi.attention_blocks)
             raise IdentityError(f"the attention loss is on (attention_weight {lam:g}) but none of the blocks "
                                 f"'{blocks}' has a cross-attention layer in this model. SDXL's are input:4, "
                                 "input:5, input:7, input:8, middle:0 and output:0 to output:5; fix "
                                 "attention_layers, or set attention_weight to 0 to train without the loss.")
-    return denoise, attn
+    return _Forward(denoise, parts, text, leaves, aligned)
 
 
-def pass_loss(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, latents: torch.Tensor,
-              draws: _Draws, rows: slice, step: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The loss one forward pass of step ``step`` backpropagates over the samples ``rows`` of ``draws`` (weighted so
-    the passes of a step add up to the batch mean), with its unweighted denoising and attention terms and the
-    weighted regulariser (in the step's first pass only). Nothing here reads a value back to the host, so it
-    also runs on fake tensors (bench/regime.py)."""
+def _token_grads(output: torch.Tensor, params: Parameterisation, grad: torch.Tensor | None = None
+                 ) -> list[torch.Tensor]:
+    """d output / d (token parameters), zeros where it does not reach; the graph is kept for the real backward."""
+    found = torch.autograd.grad(output, params.token_parameters(), grad, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g.detach().float()
+            for p, g in zip(params.token_parameters(), found, strict=True)]
+
+
+def _text_backward(fwd: _Forward, params: Parameterisation, term_grads: dict[str, list[torch.Tensor]]) -> None:
+    """After the UNet's backward: the attention term's own gradient on the tokens (a second backward through the
+    text side only), then one backward through the text side with every term's context gradient."""
+    outputs, grads = [], []
+    for out, leaf in zip(fwd.text, fwd.leaves, strict=True):
+        if leaf is not None and leaf.grad is not None:
+            outputs.append(out)
+            grads.append(leaf.grad)
+    if fwd.aligned is not None and fwd.aligned.grad is not None:
+        _accumulate(term_grads, "attention", _token_grads(fwd.text[0], params, fwd.aligned.grad))
+        if outputs and outputs[0] is fwd.text[0]:
+            grads[0] = grads[0] + fwd.aligned.grad
+        else:
+            outputs.insert(0, fwd.text[0])
+            grads.insert(0, fwd.aligned.grad)
+    if outputs:
+        torch.autograd.backward(outputs, grads)
+
+
+def _accumulate(term_grads: dict[str, list[torch.Tensor]], name: str, grads: list[torch.Tensor]) -> None:
+    have = term_grads.get(name)
+    term_grads[name] = grads if have is None else [a + b for a, b in zip(have, grads, strict=True)]
+
+
+def forward_loss(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, latents: torch.Tensor,
+                 draws: _Draws, rows: slice, step: int) -> tuple[_Forward, torch.Tensor, torch.Tensor | None]:
+    """One micro-batch of step ``step`` (the samples ``rows`` of ``draws``): its forward, its loss (weighted so a
+    step's passes add up to the batch mean) and the weighted anchor regulariser (in the step's first pass only).
+    Nothing here or in ``backward_pass`` reads a value back to the host, so both also run on fake tensors
+    (bench/regime.py measures a step's memory and FLOPs with them)."""
     t = config.train
     lam = config.sefi.attention_weight if config.is_sefi else 0.0
     reg_weight = 0.0 if config.is_sefi else config.idea.reg_weight
-    denoise, attn = _pass(problem, config, prep, prep.params, latents, draws, rows, step / t.steps)
-    loss = denoise if attn is None else denoise + lam * attn
+    fwd = _pass(problem, config, prep, prep.params, latents, draws, rows, step / t.steps)
+    attn = fwd.attention
+    loss = fwd.denoise if attn is None else fwd.denoise + lam * attn
     loss = loss * ((rows.stop - rows.start) / t.batch_size)
-    reg = None
-    if reg_weight > 0 and rows.start == 0:  # once per step
-        reg = reg_weight * prep.params.regulariser()
-        loss = loss + reg
-    return loss, denoise, attn, reg
+    reg = reg_weight * prep.params.regulariser() if reg_weight > 0 and rows.start == 0 else None
+    return fwd, loss, reg
+
+
+def backward_pass(problem: TrainingProblem, fwd: _Forward, loss: torch.Tensor, reg: torch.Tensor | None,
+                  params: Parameterisation, scaler: torch.amp.GradScaler,
+                  term_grads: dict[str, list[torch.Tensor]]) -> None:
+    """The backward of one micro-batch: the UNet's part down to the text side's copies (the attention hooks stay
+    armed through it: with gradient checkpointing the UNet's blocks run again there and must see the same value
+    context and reference as in the forward pass), then the text side's, then the anchor term's."""
+    try:
+        scaler.scale(loss).backward()
+    finally:
+        if problem.attention is not None:
+            problem.attention.disarm()
+    _text_backward(fwd, params, term_grads)
+    if reg is not None:  # independent of the UNet: its own gradient costs next to nothing
+        _accumulate(term_grads, "reg", _token_grads(reg, params))
+        scaler.scale(reg).backward()
 
 
 def draw_step(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
@@ -325,40 +413,72 @@ def draw_step(generator: torch.Generator, config: MethodConfig, prep: _Prepared,
 
 
 def _backward(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
-              latents: torch.Tensor, draws: _Draws, scaler: torch.amp.GradScaler, step: int) -> dict[str, float]:
+              latents: torch.Tensor, draws: _Draws, scaler: torch.amp.GradScaler, step: int
+              ) -> tuple[dict[str, float | None], dict[str, list[torch.Tensor]]]:
     """Forward and backward of one step over its micro-batches; the (scaled) gradients accumulate in the
-    parameters. Returns the step's loss terms (batch means, weighted as in the loss)."""
+    parameters. Returns the step's loss terms (batch means, weighted as in the loss) and the attention and
+    anchor terms' own gradients on the token parameters (the attention's scaled like the loss, the anchor's
+    unscaled)."""
     t = config.train
     lam = config.sefi.attention_weight if config.is_sefi else 0.0
-    terms = {"loss": 0.0, "denoising": 0.0, "attention": 0.0 if lam > 0 else None,
-             "regulariser": None}
+    terms: dict[str, float | None] = {"loss": 0.0, "denoising": 0.0, "attention": 0.0 if lam > 0 else None,
+                                      "regulariser": None}
+    term_grads: dict[str, list[torch.Tensor]] = {}
+    parts_sum = None
     b, size = t.batch_size, t.pass_size
     for start in range(0, b, size):
         rows = slice(start, min(start + size, b))
         share = (rows.stop - rows.start) / b
-        # The hooks stay armed through backward: with gradient checkpointing the UNet's blocks run again there and
-        # must see the same value context and reference as in the forward pass.
         try:
-            loss, denoise, attn, reg = pass_loss(problem, config, prep, latents, draws, rows, step)
+            fwd, loss, reg = forward_loss(problem, config, prep, latents, draws, rows, step)
             if reg is not None:
                 terms["regulariser"] = float(reg.detach())
-            if not torch.isfinite(loss):
-                raise IdentityError(f"the loss became {float(loss)} at step {step + 1}: the model's output "
+            total = loss if reg is None else loss + reg
+            if not torch.isfinite(total):
+                raise IdentityError(f"the loss became {float(total)} at step {step + 1}: the model's output "
                                     "overflowed. Lower the learning rate, or use training_dtype bf16 or fp32.")
-            terms["denoising"] += float(denoise.detach()) * share
-            if attn is not None:
-                terms["attention"] += lam * float(attn.detach()) * share
-            scaler.scale(loss).backward()
-        finally:
+        except BaseException:
             if problem.attention is not None:
                 problem.attention.disarm()
+            raise
+        terms["denoising"] += float(fwd.denoise.detach()) * share
+        attn = fwd.attention
+        if attn is not None:
+            terms["attention"] += lam * float(attn.detach()) * share
+            weighted = fwd.parts.detach() * share
+            parts_sum = weighted if parts_sum is None else parts_sum + weighted
+        backward_pass(problem, fwd, loss, reg, params, scaler, term_grads)
     terms["loss"] = terms["denoising"] + (terms["attention"] or 0.0) + (terms["regulariser"] or 0.0)
-    return terms
+    if parts_sum is not None:
+        whole = float(parts_sum.sum())
+        terms["attention_identity_share"] = float(parts_sum[0]) / whole if whole > 0 else None
+        logger.debug("step %d: attention term by column group: %s", step + 1,
+                     ", ".join(f"{g} {float(v):.3g}" for g, v in zip(GROUPS, parts_sum, strict=True)))
+    return terms, term_grads
 
 
 def _grad_norm(params: Parameterisation) -> float:
     grads = [p.grad.detach().float().reshape(-1) for p in params.trainable() if p.grad is not None]
     return float(torch.cat(grads).norm()) if grads else 0.0
+
+
+def _norm(grads: list[torch.Tensor]) -> float:
+    return float(torch.cat([g.reshape(-1) for g in grads]).norm())
+
+
+def _term_norms(params: Parameterisation, term_grads: dict[str, list[torch.Tensor]], scale: float | None
+                ) -> dict[str, float | None]:
+    """Each term's gradient norm on the token parameters, unscaled. The denoising loss's is what remains of the
+    (unscaled) total once the others are taken out, so it costs no backward of its own."""
+    total = [torch.zeros_like(p) if p.grad is None else p.grad.detach().float() for p in params.token_parameters()]
+    attention = [g / (scale or 1.0) for g in term_grads["attention"]] if "attention" in term_grads else None
+    reg = term_grads.get("reg")
+    denoise = total
+    for other in (attention, reg):
+        if other is not None:
+            denoise = [a - b for a, b in zip(denoise, other, strict=True)]
+    return {"grad_norm_denoise": _norm(denoise), "grad_norm_attention": None if attention is None else _norm(attention),
+            "grad_norm_reg": None if reg is None else _norm(reg)}
 
 
 def token_gradients(problem: TrainingProblem, config: MethodConfig) -> tuple[StepStats, dict[str, torch.Tensor]]:
@@ -371,11 +491,12 @@ def token_gradients(problem: TrainingProblem, config: MethodConfig) -> tuple[Ste
     generator = torch.Generator().manual_seed(config.train.seed)
     draws = _draw(generator, config, prep, problem.latents.float())
     optimizer.zero_grad(set_to_none=True)
-    terms = _backward(problem, config, prep, params, problem.latents.float(), draws, scaler, 0)
+    terms, term_grads = _backward(problem, config, prep, params, problem.latents.float(), draws, scaler, 0)
     scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.unscale_(optimizer)
     norm = _grad_norm(params)
-    stats = StepStats(1, grad_norm=norm, loss_scale=scale, skipped=not math.isfinite(norm), **terms)
+    stats = StepStats(1, grad_norm=norm, loss_scale=scale, skipped=not math.isfinite(norm), **terms,
+                      **_term_norms(params, term_grads, scale))
     return stats, {name: p.grad.detach().float().clone() for name, p in params.named_parameters()
                    if p.requires_grad and p.grad is not None}
 
@@ -445,10 +566,11 @@ def _step(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
     """One optimisation step. Parameters change only at its very end (the optimizer's step)."""
     draws = _draw(generator, config, prep, latents)
     optimizer.zero_grad(set_to_none=True)
-    terms = _backward(problem, config, prep, params, latents, draws, scaler, step)
+    terms, term_grads = _backward(problem, config, prep, params, latents, draws, scaler, step)
     scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.unscale_(optimizer)
     norm = _grad_norm(params)
+    norms = _term_norms(params, term_grads, scale)  # before clipping: what each term asked for
     finite = math.isfinite(norm)
     if not finite and not scaler.is_enabled():
         raise IdentityError(f"the gradients became {norm} at step {step + 1}; lower the learning rate")
@@ -459,4 +581,4 @@ def _step(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
     if not finite:
         logger.warning("step %d: fp16 gradients overflowed at loss scale %g; step skipped, scale lowered to %g",
                        step + 1, scale, scaler.get_scale())
-    return StepStats(step + 1, grad_norm=norm, loss_scale=scale, skipped=not finite, **terms)
+    return StepStats(step + 1, grad_norm=norm, loss_scale=scale, skipped=not finite, **terms, **norms)

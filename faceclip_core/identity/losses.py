@@ -12,9 +12,15 @@ def denoising_loss(predicted_noise: torch.Tensor, noise: torch.Tensor) -> torch.
     return F.mse_loss(predicted_noise.float(), noise.float())
 
 
-def attention_alignment_loss(terms: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """SeFi-IDE's face-wise attention loss: the mean over the probed layers of each layer's alignment term (the
-    squared difference of the aligned columns' attention logits, see attention.alignment_term)."""
+def attention_alignment_parts(terms: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """SeFi-IDE's face-wise attention loss split by column group (attention.GROUPS): the mean over the probed
+    layers of each layer's parts (see attention.alignment_parts); None when no layer was probed."""
     if not terms:
         return None
-    return torch.stack([t.float() for t in terms]).mean()
+    return torch.stack([t.float() for t in terms]).mean(0)
+
+
+def attention_alignment_loss(terms: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """SeFi-IDE's face-wise attention loss: the sum of its groups' parts (attention_alignment_parts)."""
+    parts = attention_alignment_parts(terms)
+    return None if parts is None else parts.sum()

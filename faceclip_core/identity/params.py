@@ -24,6 +24,10 @@ class Parameterisation(nn.Module):
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def token_parameters(self) -> list[nn.Parameter]:
+        """The trainable tensors the tokens are made of (what the per-term gradient norms are taken on)."""
+        return self.trainable()
+
     def adapt_context(self, context: torch.Tensor, progress: float = 0.0) -> torch.Tensor:
         """The text context the UNet sees during training; ``progress`` = completed fraction of the run."""
         return context
@@ -112,6 +116,9 @@ class IDEAParams(Parameterisation):
 
     def tokens(self) -> dict[str, torch.Tensor]:
         return {n: self.tokens_[n][None, None] for n in ENCODERS}
+
+    def token_parameters(self) -> list[nn.Parameter]:
+        return [self.tokens_[n] for n in ENCODERS]
 
     def adapter_strength(self, progress: float) -> float:
         """1 until the fade starts, then linearly down to 0 at the end of the run."""

@@ -52,29 +52,41 @@ class CLIPStack:
         weight = self.module.text_model.embeddings.token_embedding.weight
         return weight[ids.to(weight.device)].to(self.dtype or weight.dtype)
 
-    def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run(self, embeds: torch.Tensor, layers: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The first ``layers`` layers: (the output of layer ``hidden_layer`` if reached, the last output)."""
         tm = self.module.text_model
         pos = tm.embeddings.position_embedding.weight.to(device=embeds.device, dtype=embeds.dtype)
         x = embeds + pos[: embeds.shape[1]]
         n = x.shape[1]
         causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
-        layers = list(tm.encoder.layers)
-        target = self.hidden_layer % len(layers)
+        all_layers = list(tm.encoder.layers)
+        target = self.hidden_layer % len(all_layers)
         hidden = None
-        last = len(layers) if want_pooled else target + 1  # the pooled output needs every layer
-        for i, layer in enumerate(layers[:last]):
+        for i, layer in enumerate(all_layers[:layers]):
             if self.gradient_checkpointing and x.requires_grad:
                 x = checkpoint(_layer, layer, x, causal, use_reentrant=False)
             else:
                 x = _layer(layer, x, causal)
             if i == target:
                 hidden = x
+        return hidden, x
+
+    def forward(self, embeds: torch.Tensor, eos: Sequence[int], want_pooled: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        layers = len(self.module.text_model.encoder.layers)
+        # the pooled output needs every layer
+        last = layers if want_pooled else self.hidden_layer % layers + 1
+        hidden, x = self._run(embeds, last)
         pooled = None
         if want_pooled:
-            final = tm.final_layer_norm(x)
+            final = self.module.text_model.final_layer_norm(x)
             pooled = self.module.text_projection(final[torch.arange(x.shape[0]), list(eos)]).float()
         return hidden.float(), pooled
+
+    def final_states(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The last layer's output after the final LayerNorm (HF's ``last_hidden_state``) at every position."""
+        _, x = self._run(embeds, len(self.module.text_model.encoder.layers))
+        return self.module.text_model.final_layer_norm(x).float()
 
 
 def _layer(layer: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -153,4 +165,11 @@ class SDXLTextEncoder:
         embeds = {name: torch.cat([self._spliced(name, p, r[name]) for p, r in zip(prompts, rows, strict=True)])
                   for name in ENCODERS}
         return self._run(embeds, [p.eos for p in prompts])
+
+    def encode_final(self, prompt: PromptTokens, rows: Mapping[str, torch.Tensor] | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """Per encoder, the final-LayerNorm output [B, 77, D] of a one-chunk ``prompt`` with ``rows`` in its
+        slots (what Cross Initialization reads; SDXL's context is the penultimate layer instead)."""
+        return {name: stack.final_states(self._spliced(name, prompt, None if rows is None else rows[name]))
+                for name, stack in self.stacks().items()}
 

@@ -374,16 +374,27 @@ def test_sefi_training_reports_both_loss_terms_and_apply_uses_what_it_learned(cl
 
 def test_gradient_checkpointing_learns_the_same_tokens(client, photo, sdxl_clip, comfy_base):
     """Recomputing the UNet blocks in the backward pass (with SeFi-IDE's attention hooks in them) changes memory,
-    not the result."""
-    learned = {}
+    not the result. AdamW's first step is about lr * sign(gradient), so the tokens alone would compare only the
+    gradients' signs: the raw gradients are compared too, from the saved optimiser state (its first moment after
+    one step is 0.1 * the gradient), and each loss term's gradient norm from the history."""
+    learned, moments, stats = {}, {}, {}
     for checkpointing in (False, True):
         name = f"ckpt_{int(checkpointing)}"
         result = client.run(train_graph(photo, name, "SeFi-IDE", steps=1, gradient_checkpointing=checkpointing))
         assert result.ok, result.describe_error()
         learned[checkpointing] = saved_tensors(comfy_base, name)
+        state = load_file(str(comfy_base / "models" / "faceclip_identity_state" / f"{name}.safetensors"))
+        moments[checkpointing] = {k: v for k, v in state.items() if k.endswith(".exp_avg")}
+        (stats[checkpointing],) = history(comfy_base, name)
     assert learned[False].keys() == learned[True].keys()
     for key, value in learned[False].items():
         assert torch.allclose(value, learned[True][key], atol=1e-5, rtol=1e-4), key
+    assert moments[False] and moments[False].keys() == moments[True].keys()
+    for key, value in moments[False].items():
+        assert value.abs().sum() > 0, key
+        assert torch.allclose(moments[True][key], value, rtol=1e-3, atol=1e-3 * float(value.abs().max())), key
+    for key in ("grad_norm", "grad_norm_denoise"):
+        assert stats[True][key] == pytest.approx(stats[False][key], rel=1e-3), key
 
 
 def test_an_api_graph_saved_before_the_new_inputs_still_validates(client, photo, sdxl_clip):

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 BOS, EOS = 49406, 49407
 WIDTHS = {"clip_l": 16, "clip_g": 24}
@@ -65,12 +66,13 @@ class TinyCLIP(nn.Module):
         self.text_projection = nn.Linear(d, d, bias=False)
 
 
-def text_encoder(seed: int = 0):
+def text_encoder(seed: int = 0, checkpointing: bool = False):
     from faceclip_core.identity import CLIPStack, SDXLTextEncoder
 
     torch.manual_seed(seed)
     stacks = {n: TinyCLIP(d).requires_grad_(False) for n, d in WIDTHS.items()}
-    return SDXLTextEncoder(CLIPStack(stacks["clip_l"]), CLIPStack(stacks["clip_g"]))
+    return SDXLTextEncoder(CLIPStack(stacks["clip_l"], gradient_checkpointing=checkpointing),
+                           CLIPStack(stacks["clip_g"], gradient_checkpointing=checkpointing))
 
 
 class WordTokenizer:
@@ -87,10 +89,12 @@ class WordTokenizer:
 class TinyDenoiser(nn.Module):
     """eps-prediction on 4-channel latents, one cross-attention block ("middle", 0) with ComfyUI-style hooks.
     ``dtype``: the compute dtype (weights and activations), as ComfyUI casts an fp16/bf16 UNet; the noise
-    prediction comes back as float32, as ComfyUI's ``calculate_denoised`` returns it."""
+    prediction comes back as float32, as ComfyUI's ``calculate_denoised`` returns it. ``out_gain`` scales the
+    output layer (a small gain makes every gradient behind it small); ``checkpointing`` recomputes the
+    cross-attention block in the backward pass, as the nodes' gradient checkpointing does with SDXL's blocks."""
 
     def __init__(self, context_dim: int = 40, pooled_dim: int = 24, ch: int = 16, seed: int = 0,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, out_gain: float = 1.0, checkpointing: bool = False) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.inp = nn.Conv2d(4, ch, 3, padding=1)
@@ -104,6 +108,8 @@ class TinyDenoiser(nn.Module):
             # SDXL's cross-attention is far from uniform: per query its logits span ~10 (the start token takes
             # most of the mass); random init gives ~0.7, so the queries are scaled to SDXL's spread
             self.to_q.weight.mul_(15.0)
+            self.out.weight.mul_(out_gain)
+        self.checkpointing = checkpointing
         self.requires_grad_(False)
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
         alphas = torch.cumprod(1 - betas, 0)
@@ -129,31 +135,39 @@ class TinyDenoiser(nn.Module):
         h = F.silu(self.inp(x))
         b, c, hh, ww = h.shape
         n = h.flatten(2).transpose(1, 2)
-        extra = {"block": ("middle", 0), "n_heads": 2, "sigmas": sigma, "cond_or_uncond": [0]}
+        if self.checkpointing:
+            a = checkpoint(self._cross_attention, n, context, use_reentrant=False)
+        else:
+            a = self._cross_attention(n, context)
+        n = n + self.to_out(a) + self.pool(pooled).unsqueeze(1)
+        return self.out(n.transpose(1, 2).reshape(b, c, hh, ww)).float()
+
+    def _cross_attention(self, n, context):
+        extra = {"block": ("middle", 0), "n_heads": 2, "cond_or_uncond": [0]}
         value = context
         if self.patch is not None:
             n, context, value = self.patch.attn2_patch(n, context, value, extra)
         self.seen.append((context.detach(), value.detach()))
         q, k, v = self.to_q(n), self.to_k(context), self.to_v(value)
         if self.patch is not None:
-            a = self.patch.attn2_replace(q, k, v, extra)
-        else:
-            w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1)
-            a = w @ v
-        n = n + self.to_out(a) + self.pool(pooled).unsqueeze(1)
-        return self.out(n.transpose(1, 2).reshape(b, c, hh, ww)).float()
+            return self.patch.attn2_replace(q, k, v, extra)
+        w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(n.shape[-1]), -1)
+        return w @ v
 
 
-def problem(method: str, seed: int = 0, photos: int = 2, latent: int = 8, dtype: torch.dtype = torch.float32):
+def problem(method: str, seed: int = 0, photos: int = 2, latent: int = 8, dtype: torch.dtype = torch.float32,
+            out_gain: float = 1.0, checkpointing: bool = False):
     """A TrainingProblem over the tiny parts (random 'photo' latents and face embedding from ``seed``);
-    ``latent`` is the latents' side (128 = SDXL at 1024 px), ``dtype`` the denoiser's compute dtype."""
+    ``latent`` is the latents' side (128 = SDXL at 1024 px), ``dtype`` the denoiser's compute dtype;
+    ``out_gain`` and ``checkpointing`` as TinyDenoiser's (``checkpointing`` for the text encoders too)."""
     from faceclip_core.identity import TrainingAttention, TrainingProblem
 
     g = torch.Generator().manual_seed(seed + 100)
-    denoiser = TinyDenoiser(seed=seed, dtype=dtype)
+    denoiser = TinyDenoiser(seed=seed, dtype=dtype, out_gain=out_gain, checkpointing=checkpointing)
     attention = TrainingAttention(blocks=frozenset({("middle", 0)}))
     denoiser.patch = attention
     face = F.normalize(torch.randn(32, generator=g), dim=0)
     latents = torch.randn(photos, 4, latent, latent, generator=g)
-    return TrainingProblem(latents=latents, text=text_encoder(seed), denoiser=denoiser, tokenize=WordTokenizer(),
-                           attention=attention, face=face, original_sizes=torch.full((photos,), 8 * latent))
+    return TrainingProblem(latents=latents, text=text_encoder(seed, checkpointing), denoiser=denoiser,
+                           tokenize=WordTokenizer(), attention=attention, face=face,
+                           original_sizes=torch.full((photos,), 8 * latent))
