@@ -7,7 +7,8 @@ are added when made and subtracted when their storage dies, and the split at the
 ``weights`` (registered up front), ``activations`` (saved for the backward pass outside checkpointed blocks) and
 ``temporaries`` (everything else: intermediate results, recomputed blocks' activations, gradients).
 
-FLOPs are counted here too, with torch's own per-op formulas (``torch.utils.flop_counter.flop_registry``):
+FLOPs are counted here too, with torch's own per-op formulas (``torch.utils.flop_counter.flop_registry``, plus the
+CPU's fused attention):
 FlopCounterMode's module tracking holds on to the modules' outputs through the backward pass, which inflated a
 checkpointed SDXL step's peak by 2.2 GiB when both ran together.
 """
@@ -20,6 +21,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
+
+aten = torch.ops.aten
+# torch's formulas leave out the CPU's fused attention, which is what SDPA runs on fake CPU tensors; its shapes and
+# arguments are the CUDA flash kernel's, so its formulas apply (the GPU runs flash or memory-efficient attention)
+FLOP_FORMULAS = {**flop_registry,
+                 aten._scaled_dot_product_flash_attention_for_cpu:
+                     flop_registry[aten._scaled_dot_product_flash_attention],
+                 aten._scaled_dot_product_flash_attention_for_cpu_backward:
+                     flop_registry[aten._scaled_dot_product_flash_attention_backward]}
 
 
 class LiveMemory(TorchDispatchMode):
@@ -90,7 +100,7 @@ class LiveMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        count = flop_registry.get(func._overloadpacket)
+        count = FLOP_FORMULAS.get(func._overloadpacket)
         if count is not None:
             self.flops += count(*args, **kwargs, out_val=out)
         if func.is_view:  # a view allocates nothing (and fake tensors' cached views may not report their base's

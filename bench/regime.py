@@ -120,7 +120,9 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from bench.live_memory import LiveMemory
+    from faceclip_core.dtypes import WEIGHT_DTYPES
     from faceclip_core.identity import TrainingProblem
+    from faceclip_core.identity.cost import estimate_run
     from faceclip_core.identity.loop import backward_pass, draw_step, forward_loss, prepare
 
     training = boot_comfy()
@@ -132,7 +134,7 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
         with FakeTensorMode(allow_non_fake_inputs=True):
             unet, clip = _fake_models(training, tiny)
             models = training.training_models(unet, clip, config, resolution, setting.checkpointing,
-                                              unet_copy=unet)
+                                              unet_copy=unet, text_dtype=WEIGHT_DTYPES[setting.dtype])
             # what loading does besides moving weights (fake ones cannot move): the compute-dtype object patch
             models.unet.patch_model(load_weights=False)
             tokenize = training.comfy_tokenizer(clip)
@@ -156,6 +158,7 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
     by_kind = {k: round(v / GIB, 3) for k, v in memory.peak_by_kind.items()}
     total = memory.peak_bytes + optimizer_bytes
     tflop_pass = memory.flops / 1e12
+    model = estimate_run(config, resolution, setting.checkpointing) if not tiny else None
     return {
         "method": setting.method, "checkpointing": setting.checkpointing, "resolution": resolution,
         "dtype": setting.dtype, "micro_batch": config.train.pass_size, "batch_size": config.train.batch_size,
@@ -163,6 +166,11 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
         "peak_by_kind_gib": {**by_kind, "optimizer_state": round(optimizer_bytes / GIB, 4)},
         "largest_at_peak": memory.largest_at_peak(),
         "tflop_per_step": round(tflop_pass * passes, 3), "seconds_to_measure": round(time.perf_counter() - started),
+        # the Train node's cost model (faceclip_core.identity.cost) for the same setting, to keep it honest
+        "cost_model": None if model is None else {
+            "peak_gib": round(model.peak_gib, 3), "tflop_per_step": round(model.tflop_per_step, 3),
+            "peak_error": round(model.peak_gib / (total / GIB) - 1, 4),
+            "tflop_error": round(model.tflop_per_step / (tflop_pass * passes) - 1, 4)},
     }
 
 
@@ -212,12 +220,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--defaults", action="store_true", help="only the node's defaults (both methods, bf16, fp16)")
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny UNet at 64 px (CI)")
+    ap.add_argument("--compare", action="store_true",
+                    help="the node's defaults in bf16 only, each against the node's cost model (CI)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     defaults = node_defaults()
-    settings = defaults if a.defaults or a.tiny else every_setting()
-    if a.tiny:
-        settings = settings[:2]
+    settings = defaults if a.defaults or a.tiny or a.compare else every_setting()
+    if a.tiny or a.compare:  # one dtype per method: SeFi-IDE in bf16, ID-EA in fp16 (tiny) or bf16 (compare)
+        settings = [s for s in settings if (s.method, s.dtype) in
+                    (("SeFi-IDE", "bf16"), ("ID-EA", "fp16" if a.tiny else "bf16"))]
     results = []
     for s in settings:
         r = measure(s, tiny=a.tiny)

@@ -9,11 +9,12 @@ Backends (each method runs in its own subprocess, so peak memory is its own):
 - ``cuda``: the real regime, through in-process ComfyUI (COMFYUI_PATH, or the test environment's after
   ``bash tests/run.sh``) and the Train node's own adapters: a random-weight full-size SDXL UNet (2.6 B
   parameters) and both full-size text encoders at 1024 px on the GPU, training dtype auto (bf16 where supported,
-  else fp16 with loss scaling), each method without and with gradient checkpointing, at its default recipe
-  (ID-EA: batch 8; SeFi-IDE: batch 1; 320 steps). Prints seconds per step, steps, time per identity and peak
-  VRAM. ``--tiny`` runs the same code with the tests' tiny UNet at 64 px on whatever device there is (CI runs it
-  on the CPU so it cannot rot). On a GPU machine with torch and no network:
-  ``COMFYUI_PATH=/path/to/ComfyUI python bench/train.py --backend cuda`` (a few minutes on one H100/H200).
+  else fp16 with loss scaling), each method without and with gradient checkpointing, at the node's default
+  recipe (quick: batch 1, 320 steps; ``--batch 8`` is ID-EA's paper recipe). Prints seconds per step, steps,
+  time per identity and peak VRAM (bench/regime.py estimates the same on a CPU). ``--tiny`` runs the same code
+  with the tests' tiny UNet at 64 px on whatever device there is (CI runs it on the CPU so it cannot rot). On a
+  GPU machine with torch and no network: ``COMFYUI_PATH=/path/to/ComfyUI python bench/train.py --backend cuda``
+  (a few minutes on one H100/H200).
 
 ``--report dynamics``: with the tiny stand-ins, both methods' loss terms at steps 0, 50 and 100 and the tokens'
 gradient norm, direction (cosine to fp32) and zero fraction per training dtype, with and without fp16 loss
@@ -51,11 +52,13 @@ FULL_UNET = dict(
 
 
 def _config(method: str, steps: int, batch: int = 0, precision: str = "fp32", **sefi):
-    from faceclip_core.identity import IDEAConfig, MethodConfig, SeFiConfig, TrainConfig, method_default
+    """The Train node's default recipe for ``method`` (``batch`` 0: the recipe's)."""
+    from faceclip_core.identity import IDEAConfig, MethodConfig, SeFiConfig, TrainConfig
+    from faceclip_core.identity.recipes import DEFAULT_RECIPE, recipe
 
-    return MethodConfig(method, train=TrainConfig(steps=steps, lr=method_default(method, "lr", 0), seed=0,
-                                                  batch_size=method_default(method, "batch_size", batch),
-                                                  precision=precision),
+    chosen = recipe(DEFAULT_RECIPE, method)
+    return MethodConfig(method, train=TrainConfig(steps=steps, lr=chosen.lr, seed=0,
+                                                  batch_size=batch or chosen.batch_size, precision=precision),
                         sefi=SeFiConfig(**sefi), idea=IDEAConfig(anchor_names="celebrities"))
 
 
@@ -161,27 +164,23 @@ def _random_unet(models: Path, full: bool) -> Path:
 
 def comfy_problem(training, clip, unet, method: str, resolution: int, precision: str, checkpointing: bool,
                   config):
-    """The Train node's adapters over in-process ComfyUI objects (a fresh training copy of the UNet)."""
+    """The Train node's adapters over in-process ComfyUI objects: fresh training copies, loaded as the node loads
+    them (one managed call with the step's memory reserved)."""
     import torch
 
-    from faceclip_core.identity import TrainingAttention, TrainingProblem
+    from faceclip_core.identity import TrainingProblem
+    from faceclip_core.identity.cost import GIB, estimate_run
 
     with torch.inference_mode(False):
-        patched = unet.clone(force_deepcopy=True)
-        attention = None
-        if method == "SeFi-IDE":
-            attention = TrainingAttention(blocks=frozenset(config.sefi.attention_blocks))
-            patched.set_model_attn2_patch(attention.attn2_patch)
-            for block, number in config.sefi.attention_blocks:
-                patched.set_model_attn2_replace(attention.attn2_replace, block, number)
-        denoiser = training.ComfyDenoiser(patched, resolution, precision, checkpointing)
+        models = training.training_models(unet, clip, config, resolution, checkpointing)
+        estimate = estimate_run(config, resolution, checkpointing)
+        models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
         g = torch.Generator().manual_seed(0)
         latents = torch.randn(2, 4, resolution // 8, resolution // 8, generator=g)
         face = torch.nn.functional.normalize(torch.randn(512, generator=g), dim=0)
-        return TrainingProblem(latents=latents.to(denoiser.device),
-                               text=training.comfy_text_encoder(clip, checkpointing), denoiser=denoiser,
-                               tokenize=training.comfy_tokenizer(clip), attention=attention, face=face,
-                               device=denoiser.device, original_sizes=torch.full((2,), resolution))
+        return TrainingProblem(latents=latents.to(models.device), text=models.text, denoiser=models.denoiser,
+                               tokenize=training.comfy_tokenizer(clip), attention=models.attention, face=face,
+                               device=models.device, original_sizes=torch.full((2,), resolution))
 
 
 def run_comfy(method: str, steps: int, warmup: int, batch: int, full: bool, models_dir: str | None = None,

@@ -196,23 +196,27 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
             with torch.no_grad():  # the VAE is frozen; latents must be ordinary (non-inference) tensors
                 latents = encode_latents(vae, model, torch.from_numpy(images.pixels))
             models = training_models(model, clip, config, resolution, gradient_checkpointing)
-            models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
-            problem = TrainingProblem(
-                latents=latents.to(models.device), text=models.text, denoiser=models.denoiser,
-                tokenize=comfy_tokenizer(clip), attention=models.attention, face=faces.identity(),
-                device=models.device, original_sizes=torch.from_numpy(images.original_sizes))
+            try:
+                models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
+                problem = TrainingProblem(
+                    latents=latents.to(models.device), text=models.text, denoiser=models.denoiser,
+                    tokenize=comfy_tokenizer(clip), attention=models.attention, face=faces.identity(),
+                    device=models.device, original_sizes=torch.from_numpy(images.original_sizes))
 
-            def keep(result) -> None:
-                save_embedding(files.embedding, result.embedding, overwrite=True)
-                save_state(files.state, result.state, overwrite=True)
-                logger.info("ID embedding %s saved at step %d of %d", files.name, result.state.step, steps)
+                def keep(result) -> None:
+                    save_embedding(files.embedding, result.embedding, overwrite=True)
+                    save_state(files.state, result.state, overwrite=True)
+                    logger.info("ID embedding %s saved at step %d of %d", files.name, result.state.step, steps)
 
-            result = train_identity(problem, config, resume=state, on_stop=keep, progress=progress)
+                result = train_identity(problem, config, resume=state, on_stop=keep, progress=progress)
+            finally:
+                models.release()
         keep(result)
         t = config.train
         lines = [f"{files.name}: {config.method}, {result.state.step} steps, lr {t.lr:g}, batch {t.batch_size}, "
                  f"{precision}, {framing}, {len(images.original_sizes)} training images, "
                  f"{progress.elapsed_text()}"]
+        lines.append(estimate.text())
         if result.history:
             lines.append(StepStats(**result.history[-1]).text())
         lines.extend(images.notes)

@@ -2,9 +2,9 @@
 training step measured at full size by ``bench/regime.py`` (fake tensors: the real graph without memory or
 compute), so the Train node can say it and refuse a run that cannot fit.
 
-Scaling: a pass's memory above the weights grows with the samples in the pass and, like its FLOPs, with the
-latent's area (SDPA on the GPU keeps no N x N maps; the attention's quadratic part is a small share of SDXL's work
-at 1024 px, see ``tests/e2e/test_bench_regime.py``, which checks this model against the measured step).
+Scaling: a pass's memory above the weights grows with the samples in the pass and, like the UNet's FLOPs, with the
+latent's area (SDPA on the GPU keeps no N x N maps); ``tests/e2e/test_bench_regime.py`` checks this model against
+the measured step.
 """
 from __future__ import annotations
 
@@ -22,21 +22,26 @@ TEXT_PARAMS = 817_844_480
 
 @dataclass(frozen=True)
 class PassProfile:
-    """One forward + backward pass at 1024 px in a 16-bit dtype, measured by bench/regime.py.
-    ``first_gib``: memory above the weights with one sample; ``more_gib``: each further sample in the pass;
-    ``tflop``: per sample."""
+    """One training sample in a 16-bit dtype, as bench/regime.py measures it. Memory above the weights:
+    ``fixed_gib`` once (the method's trainable parts and their optimizer state) plus ``sample_gib`` per sample in
+    a pass at 1024 px (it scales with the latent's area). FLOPs per sample: ``area_tflop`` x area + ``area2_tflop``
+    x area^2, area relative to 1024 px (self-attention grows with the square of the token count; the text encoders'
+    small constant share is folded in): exact at 768 and 1024 px."""
 
-    first_gib: float
-    more_gib: float
-    tflop: float
+    fixed_gib: float
+    sample_gib: float
+    area_tflop: float
+    area2_tflop: float
 
 
-# (method, gradient checkpointing) -> profile; measured with bench/regime.py (see the Train node's help page)
+# (method, gradient checkpointing) -> profile, fitted to bench/regime.py's full-size measurements at 1024 and
+# 768 px (without checkpointing: 1024 px only, its FLOPs split as with it); tests/e2e/test_bench_regime.py checks
+# the defaults against a fresh measurement
 PROFILES: dict[tuple[str, bool], PassProfile] = {
-    ("SeFi-IDE", True): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
-    ("SeFi-IDE", False): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
-    ("ID-EA", True): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
-    ("ID-EA", False): PassProfile(first_gib=0.0, more_gib=0.0, tflop=0.0),
+    ("SeFi-IDE", True): PassProfile(fixed_gib=0.020, sample_gib=0.910, area_tflop=19.828, area2_tflop=1.223),
+    ("SeFi-IDE", False): PassProfile(fixed_gib=0.020, sample_gib=5.741, area_tflop=14.560, area2_tflop=0.898),
+    ("ID-EA", True): PassProfile(fixed_gib=0.247, sample_gib=0.555, area_tflop=17.654, area2_tflop=2.560),
+    ("ID-EA", False): PassProfile(fixed_gib=0.247, sample_gib=5.019, area_tflop=13.011, area2_tflop=1.887),
 }
 
 # What a CUDA card holds beyond the tensors: its context and cuBLAS/cuDNN workspaces, and the caching allocator's
@@ -85,10 +90,10 @@ def estimate_run(config: MethodConfig, resolution: int, checkpointing: bool, pas
     profile = PROFILES[(config.method, checkpointing)]
     area = (resolution / 1024) ** 2
     weights = (UNET_PARAMS + TEXT_PARAMS) * weight_bytes / GIB
-    activations = (profile.first_gib + profile.more_gib * (size - 1)) * area
-    peak = weights + activations
+    peak = weights + profile.fixed_gib + profile.sample_gib * area * size
     return RunEstimate(peak_gib=peak, device_gib=device_gib(peak), weights_gib=weights,
-                       tflop_per_step=profile.tflop * area * t.batch_size, steps=t.steps)
+                       tflop_per_step=(profile.area_tflop * area + profile.area2_tflop * area ** 2) * t.batch_size,
+                       steps=t.steps)
 
 
 def largest_pass(config: MethodConfig, resolution: int, checkpointing: bool, free_gib: float,

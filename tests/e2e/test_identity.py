@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import uuid
 
 import aiohttp
@@ -120,17 +121,35 @@ def test_idea_training_writes_a_standard_sdxl_embedding(idea, comfy_base, client
     assert first["regulariser"] is not None and first["attention"] is None and first["loss_scale"] is None
 
 
-def test_training_with_the_unet_in_fp16_uses_loss_scaling_and_learns_finite_tokens(client, photo, sdxl_clip,
-                                                                                    comfy_base):
+def test_training_with_the_unet_in_fp16_uses_loss_scaling_and_loads_once_in_the_training_dtype(client, photo,
+                                                                                                sdxl_clip, comfy_base):
     """What most NVIDIA GPUs do by default (ComfyUI computes SDXL in fp16), forced on the CPU. bf16 takes the same
-    path without the scaler (its gradients are checked against fp32 in the core tests)."""
-    result = client.run(train_graph(photo, "half_fp16", "ID-EA", steps=1, training_dtype="fp16", overwrite=True))
+    path without the scaler (its gradients are checked against fp32 in the core tests). The model manager gets
+    one call for everything training holds: a second load could push part of the UNet off a 12 GB card. The UNet's
+    weights are in the training dtype (left in another, they would be cast again at every call, each copy kept for
+    backward; the text encoders compute in fp32 on the CPU, in the training dtype on a GPU), and the copies are
+    released after the run rather than left holding the card's memory."""
+    client.run({"loads": {"class_type": "FaceCLIPTest_ModelLoads", "inputs": {"after": str(time.time())}}})
+    graph = train_graph(photo, "half_fp16", "ID-EA", steps=1, training_dtype="fp16", overwrite=True)
+    graph["loads"] = {"class_type": "FaceCLIPTest_ModelLoads", "inputs": {"after": ["train", 1]}}
+    result = client.run(graph)
     assert result.ok, result.describe_error()
     (step,) = history(comfy_base, "half_fp16")
     assert torch.isfinite(torch.tensor([step["loss"], step["grad_norm"]])).all() and step["grad_norm"] > 0
     assert step["loss_scale"] == 65536.0 and not step["skipped"]
     assert all(torch.isfinite(t).all() for t in saved_tensors(comfy_base, "half_fp16").values())
-    assert "fp16" in result.outputs["train"]["text"][0]
+    text = result.outputs["train"]["text"][0]
+    assert "fp16" in text and "GB of GPU memory at the peak" in text and "min on an RTX 4090 24GB" in text
+    loads = result.outputs["loads"]["loads"]
+    training = [call for call in loads if "ModuleDict" in call["models"]]  # the text encoders' training copies
+    assert len(training) == 1, loads
+    (call,) = training
+    assert sorted(call["models"]) == ["ModuleDict", "SDXL"]
+    assert call["force_full_load"] and call["memory_required"] > 0
+    unet_dtypes, text_dtypes = (call["weight_dtypes"][call["models"].index(m)] for m in ("SDXL", "ModuleDict"))
+    assert unet_dtypes == ["torch.float16"] and text_dtypes == ["torch.float32"], call
+    (held,) = result.outputs["loads"]["held"]
+    assert "ModuleDict" not in held and held.count("SDXL") <= 1, held
 
 
 def test_embedding_name_in_core_cliptextencode_changes_conditioning_exactly_at_the_tokens(idea, client, comfy_base):

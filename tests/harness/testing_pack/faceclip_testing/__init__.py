@@ -461,12 +461,58 @@ class FaceT5State(io.ComfyNode):
         return io.NodeOutput(after, ui={"state": [state]})
 
 
+_LOAD_CALLS: list[dict] = []
+
+
+def _record_model_loads() -> None:
+    """Every call of ComfyUI's ``load_models_gpu`` is recorded (which models with which weight dtypes, the memory
+    it was asked to keep free, whether a full load was forced) and then made as it was asked: ModelLoads reports
+    them."""
+    import comfy.model_management as mm
+
+    if getattr(mm.load_models_gpu, "_faceclip_recorded", False):
+        return
+    load = mm.load_models_gpu
+
+    def recorded(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                 force_full_load=False):
+        _LOAD_CALLS.append({"models": [type(getattr(m, "model", m)).__name__ for m in models],
+                            "weight_dtypes": [sorted({str(p.dtype) for p in getattr(m, "model", m).parameters()})
+                                              for m in models],
+                            "memory_required": float(memory_required), "force_full_load": bool(force_full_load)})
+        return load(models, memory_required=memory_required, force_patch_weights=force_patch_weights,
+                    minimum_memory_required=minimum_memory_required, force_full_load=force_full_load)
+
+    recorded._faceclip_recorded = True
+    mm.load_models_gpu = recorded
+
+
+class ModelLoads(io.ComfyNode):
+    """Reports, then forgets, the model manager's load calls since the last report (wire it after the node whose
+    loads are wanted; ``after`` takes any STRING output), and the model classes it holds now."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="FaceCLIPTest_ModelLoads", category="testing",
+                         inputs=[io.String.Input("after")], outputs=[], is_output_node=True)
+
+    @classmethod
+    def execute(cls, after: str) -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        calls = list(_LOAD_CALLS)
+        _LOAD_CALLS.clear()
+        held = [type(m.model.model).__name__ for m in mm.current_loaded_models if m.model is not None]
+        return io.NodeOutput(ui={"loads": calls, "held": [held]})
+
+
 class TestingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ConditioningShapes, RandomConditioning, DeviceMemory, SaveConditioning, ProbeSample, SDXLParts,
                 SaveStageContexts, DynamicUNETLoader, DynamicFaceCLIPLoader, ModelManagerState, PartialLoadEncode,
-                LoadedModels, RecordModelCalls, ModelCalls, FaceT5State]
+                LoadedModels, RecordModelCalls, ModelCalls, FaceT5State, ModelLoads]
 
 
 async def comfy_entrypoint() -> TestingExtension:
+    _record_model_loads()
     return TestingExtension()
