@@ -25,7 +25,8 @@ What CUDA keeps that this does not count, and the reverse:
 - what the CPU keeps and CUDA would not: nothing found (the CPU's default sub-quadratic attention, which keeps
   its chunks' maps, is bypassed as on CUDA).
 
-Time: FLOPs per step x steps / (the card's dense fp16/bf16 tensor peak with fp32 accumulation x ``UTILISATION``),
+Time: FLOPs per step x steps / (the card's dense fp16/bf16 tensor peak with fp32 accumulation x ``UTILISATION``;
+both from ``faceclip_core.identity.cost``, which the Train node uses for its own estimate),
 an estimate of eager PyTorch at batch 1 (kernel launches, normalisations and element-wise work keep a real run
 below the tensor cores' peak); ``bench/train.py --backend cuda`` measures the real time on a GPU.
 """
@@ -42,19 +43,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from faceclip_core.identity.cost import (  # noqa: E402  (the repository's root joins the path first)
+    ALLOCATOR_SLACK,
+    CARDS,
+    CUDA_OVERHEAD_GIB,
+    UTILISATION,
+    device_gib,
+    minutes_by_card,
+)
+
 GIB = 2 ** 30
 METHODS = ("SeFi-IDE", "ID-EA")
 DTYPES = ("bf16", "fp16")
 
-# dense fp16/bf16 tensor throughput with fp32 accumulation (what PyTorch's matmuls use), TFLOP/s
-CARDS: dict[str, dict[str, float]] = {
-    "RTX 3060 12GB": {"tflops": 25.6, "memory_gib": 12.0},
-    "RTX 4090 24GB": {"tflops": 165.2, "memory_gib": 24.0},
-    "H100 80GB": {"tflops": 989.4, "memory_gib": 80.0},
-}
-UTILISATION = 0.35  # share of that peak an eager SDXL training step sustains (estimate, see the docstring)
-CUDA_OVERHEAD_GIB = 0.5  # CUDA context + cuBLAS/cuDNN workspaces
-ALLOCATOR_SLACK = 0.10  # caching allocator fragmentation
+NOTES = ("peak_gib: live tensors at the step's peak (fake tensors, full size); device_gib adds the CUDA context and "
+         "workspaces (0.5 GiB) and 10 % allocator slack. Attention is SDPA's fused kernel here as on CUDA (O(N) kept "
+         "per head). minutes: FLOPs at the stated share of each card's dense fp16/bf16 peak; bench/train.py "
+         "--backend cuda measures the real time on a GPU.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,23 +170,15 @@ def measure(setting: Setting, tiny: bool = False) -> dict:
         "steps": steps, "peak_gib": round(total / GIB, 3), "device_gib": round(device_gib(total / GIB), 3),
         "peak_by_kind_gib": {**by_kind, "optimizer_state": round(optimizer_bytes / GIB, 4)},
         "largest_at_peak": memory.largest_at_peak(),
-        "tflop_per_step": round(tflop_pass * passes, 3), "seconds_to_measure": round(time.perf_counter() - started),
+        "tflop_per_step": round(tflop_pass * passes, 3), "tflop_per_identity": round(tflop_pass * passes * steps, 1),
+        "minutes": minutes_by_card(tflop_pass * passes, steps),
+        "seconds_to_measure": round(time.perf_counter() - started),
         # the Train node's cost model (faceclip_core.identity.cost) for the same setting, to keep it honest
         "cost_model": None if model is None else {
             "peak_gib": round(model.peak_gib, 3), "tflop_per_step": round(model.tflop_per_step, 3),
             "peak_error": round(model.peak_gib / (total / GIB) - 1, 4),
             "tflop_error": round(model.tflop_per_step / (tflop_pass * passes) - 1, 4)},
     }
-
-
-def device_gib(tensor_peak_gib: float) -> float:
-    """What a CUDA card must have for a step whose tensors peak at ``tensor_peak_gib``."""
-    return tensor_peak_gib * (1 + ALLOCATOR_SLACK) + CUDA_OVERHEAD_GIB
-
-
-def minutes(tflop_per_step: float, steps: int) -> dict[str, float]:
-    return {card: round(tflop_per_step * steps / (spec["tflops"] * UTILISATION) / 60, 2)
-            for card, spec in CARDS.items()}
 
 
 def node_defaults() -> list[Setting]:
@@ -210,8 +207,8 @@ def report(results: list[dict]) -> dict:
             d["device_gib"][r["dtype"]] = r["device_gib"]
             d["tflop_per_step"] = r["tflop_per_step"]
             d["samples"] = r["steps"] * r["batch_size"]
-            d["minutes"] = minutes(r["tflop_per_step"], r["steps"])
-    return {"benchmark": "id_embedding_regime", "utilisation": UTILISATION, "cards": CARDS,
+            d["minutes"] = minutes_by_card(r["tflop_per_step"], r["steps"])
+    return {"benchmark": "id_embedding_regime", "utilisation": UTILISATION, "cards": CARDS, "notes": NOTES,
             "cuda_overhead_gib": CUDA_OVERHEAD_GIB, "allocator_slack": ALLOCATOR_SLACK,
             "defaults": defaults, "settings": results}
 

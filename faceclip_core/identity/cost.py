@@ -66,14 +66,23 @@ class RunEstimate:
     steps: int
 
     def minutes(self, tflops: float) -> float:
-        return self.tflop_per_step * self.steps / (tflops * UTILISATION) / 60
+        return run_minutes(self.tflop_per_step, self.steps, tflops)
 
     def minutes_by_card(self) -> dict[str, float]:
-        return {card: round(self.minutes(tflops), 2) for card, tflops in CARDS.items()}
+        return minutes_by_card(self.tflop_per_step, self.steps)
 
     def text(self) -> str:
         cards = ", ".join(f"~{m:.1f} min on an {card}" for card, m in self.minutes_by_card().items())
         return f"estimated: {self.device_gib:.1f} GB of GPU memory at the peak; {cards}"
+
+
+def run_minutes(tflop_per_step: float, steps: int, tflops: float) -> float:
+    """Minutes for ``steps`` steps on a card of ``tflops`` dense fp16/bf16 throughput, at ``UTILISATION``."""
+    return tflop_per_step * steps / (tflops * UTILISATION) / 60
+
+
+def minutes_by_card(tflop_per_step: float, steps: int) -> dict[str, float]:
+    return {card: round(run_minutes(tflop_per_step, steps, tflops), 2) for card, tflops in CARDS.items()}
 
 
 def device_gib(tensor_gib: float) -> float:
