@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from bench.comfy_path import default_comfyui  # noqa: E402
 from faceclip_headless.client import ComfyClient  # noqa: E402
 from faceclip_headless.server import ComfyServer  # noqa: E402
 from faceclip_headless.shipped_workflows import BY_KEY  # noqa: E402
@@ -127,7 +126,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=None, help="latent height (default: --size, a square)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--comfyui", type=Path, default=Path(os.environ.get("COMFYUI_PATH", REPO / ".testenv" / "ComfyUI")))
+    ap.add_argument("--comfyui", type=Path, default=default_comfyui())
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="faceclip_bench_") as tmp:
         base = prepare_base(Path(tmp) / "base", a.comfyui)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.comfy_path import default_comfyui  # noqa: E402
 
 OFFICIAL = {
     "source": "tests/fixtures/faceclip_parity/README.md (torch 2.4.0, CPU, 2 threads, median of 3)",
@@ -63,8 +64,6 @@ def current_rss_gib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / GIB
 
 
-def default_comfyui() -> Path:
-    return Path(os.environ.get("COMFYUI_PATH") or REPO / ".testenv" / "ComfyUI")
 
 
 def _random_pool(n: int = 2 ** 24, seed: int = 0):

@@ -61,6 +61,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.comfy_path import default_comfyui  # noqa: E402
 
 logger = logging.getLogger(__name__)
 GIB = 2 ** 30
@@ -97,7 +98,7 @@ TINY = Sizes(width=48, height=64, steps=1, runs=1, encoder_runs=1, batches=(1, 2
 
 
 def comfyui_dir(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("COMFYUI_PATH") or REPO / ".testenv" / "ComfyUI").resolve()
+    return (Path(arg) if arg else default_comfyui()).resolve()
 
 
 def boot_comfy(comfy_dir: Path, cpu: bool) -> None:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.comfy_path import default_comfyui  # noqa: E402
+
 METHODS = ("SeFi-IDE", "ID-EA")
 GIB = 2 ** 30
 RECIPE_STEPS = 320  # the Train node's default steps (both methods)
@@ -117,7 +119,7 @@ def _boot_comfy(cpu: bool):
 
     if "faceclip_cpu_shims" not in sys.modules:  # the test venv installs the same shims at start-up (a .pth)
         cpu_shims.install()  # only acts where the torchvision/torchaudio wheels cannot load (CPU torch)
-    comfy_dir = Path(os.environ.get("COMFYUI_PATH") or REPO / ".testenv" / "ComfyUI")
+    comfy_dir = default_comfyui()
     if not (comfy_dir / "comfy").is_dir():
         sys.exit(f"no ComfyUI at {comfy_dir}: run `bash tests/run.sh` once or set COMFYUI_PATH")
     sys.path.insert(0, str(comfy_dir))

@@ -190,6 +190,16 @@ def checkpoint_unet_blocks(unet: torch.nn.Module) -> int:
     return checkpoint_modules(m for m in unet.modules() if isinstance(m, CHECKPOINTED))
 
 
+def _deep_copy(model):
+    """A training copy of MODEL with its own weights, under the classic patcher where ComfyUI has the dynamic VRAM
+    one: training needs every weight resident for the whole step (they are saved for backward), which is what a
+    forced full load gives; dynamic VRAM would stream them per layer and copy each at every call."""
+    try:
+        return model.clone(disable_dynamic=True, force_deepcopy=True)
+    except TypeError:  # a ComfyUI from before dynamic VRAM: its clone has no disable_dynamic
+        return model.clone(force_deepcopy=True)
+
+
 @dataclass
 class TrainingModels:
     """The training copies of the UNet and the text encoders, their adapters and the SeFi-IDE hooks."""
@@ -229,7 +239,7 @@ def training_models(model, clip, config: MethodConfig, resolution: int, gradient
     precision = config.train.precision
     # ComfyUI loads weights in inference mode; autograd cannot save those for backward, so train on a deep copy
     # made outside it, as ComfyUI's own trainer does
-    unet = model.clone(force_deepcopy=True) if unet_copy is None else unet_copy
+    unet = _deep_copy(model) if unet_copy is None else unet_copy
     attention = None
     if config.is_sefi:
         attention = TrainingAttention(blocks=frozenset(config.sefi.attention_blocks))
