@@ -99,7 +99,8 @@ def estimate_run(config: MethodConfig, resolution: int, checkpointing: bool, pas
     profile = PROFILES[(config.method, checkpointing)]
     area = (resolution / 1024) ** 2
     weights = (UNET_PARAMS + TEXT_PARAMS) * weight_bytes / GIB
-    peak = weights + profile.fixed_gib + profile.sample_gib * area * size
+    # the profiles were measured in a 16-bit dtype: fp32 doubles the activations as it doubles the weights
+    peak = weights + profile.fixed_gib + profile.sample_gib * area * size * weight_bytes / 2
     return RunEstimate(peak_gib=peak, device_gib=device_gib(peak), weights_gib=weights,
                        tflop_per_step=(profile.area_tflop * area + profile.area2_tflop * area ** 2) * t.batch_size,
                        steps=t.steps)

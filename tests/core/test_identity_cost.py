@@ -51,3 +51,10 @@ def test_more_steps_samples_or_pixels_cost_proportionally_more_time():
         config("ID-EA"), 1024, True).tflop_per_step
     assert estimate_run(config("SeFi-IDE"), 768, True).tflop_per_step < base.tflop_per_step
     assert set(base.minutes_by_card()) == set(CARDS)
+
+
+def test_fp32_training_counts_its_weights_and_activations_at_four_bytes():
+    half = estimate_run(config("SeFi-IDE"), 1024, True, weight_bytes=2)
+    full = estimate_run(config("SeFi-IDE"), 1024, True, weight_bytes=4)
+    assert full.weights_gib == pytest.approx(2 * half.weights_gib)
+    assert full.peak_gib - full.weights_gib > 1.9 * (half.peak_gib - half.weights_gib)
