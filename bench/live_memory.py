@@ -14,6 +14,7 @@ checkpointed SDXL step's peak by 2.2 GiB when both ran together.
 """
 from __future__ import annotations
 
+import heapq
 import weakref
 from collections.abc import Iterable
 
@@ -42,7 +43,7 @@ class LiveMemory(TorchDispatchMode):
         self._kind: dict[int, str] = {}
         self._refs: dict[int, weakref.ref] = {}
         self._made_by: dict[int, str] = {}
-        self.peak_largest: list[tuple[int, str, str]] = []  # at the peak: the 8 largest non-weights, what made them
+        self._peak_top: list[tuple[int, str, str]] = []  # at the peak: the 8 largest non-weights, what made them
         self.live = {"weights": 0, "activations": 0, "temporaries": 0}
         self.peak_bytes = 0
         self.flops = 0
@@ -77,13 +78,13 @@ class LiveMemory(TorchDispatchMode):
         total = sum(self.live.values())
         if total > self.peak_bytes:
             self.peak_bytes, self.peak_by_kind = total, dict(self.live)
-            self._peak_top = sorted(((self._bytes[k], kind, self._made_by[k]) for k, kind in self._kind.items()
-                                     if kind != "weights"), reverse=True)[:8]
+            self._peak_top = heapq.nlargest(8, ((self._bytes[k], kind, self._made_by[k])
+                                                for k, kind in self._kind.items() if kind != "weights"))
 
     def largest_at_peak(self, n: int = 8) -> list[dict]:
         """The ``n`` (at most 8) largest non-weight storages live at the peak, and the ops that made them."""
         return [{"mib": round(b / 2 ** 20, 1), "kind": kind, "op": op}
-                for b, kind, op in getattr(self, "_peak_top", [])[:n]]
+                for b, kind, op in self._peak_top[:n]]
 
     def _mark_saved(self, t: torch.Tensor) -> torch.Tensor:
         key, _ = self._key(t)

@@ -21,7 +21,7 @@ What CUDA keeps that this does not count, and the reverse:
   10 % to ``peak_gib`` for what an artist's card must have;
 - attention: training computes through PyTorch's SDPA (the node forces it), which on CUDA runs the flash or
   memory-efficient kernels that keep O(N) per head (the log-sum-exp), never the N x N maps; the CPU's fake SDPA
-  also takes its fused kernel here (checked by ``attention_maps_gib`` = 0: no saved tensor is as large as a map);
+  also takes its fused kernel here (``largest_at_peak`` lists the largest live tensors: none is as large as a map);
 - what the CPU keeps and CUDA would not: nothing found (the CPU's default sub-quadratic attention, which keeps
   its chunks' maps, is bypassed as on CUDA).
 
@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -108,14 +107,13 @@ def _fake_models(training, tiny: bool):
 
 
 def _config(setting: Setting, steps: int):
-    from faceclip_core.identity.config import method_config
+    from faceclip_core.identity.config import SEFI_ATTENTION_BLOCKS, blocks_text, method_config
     from faceclip_core.identity.recipes import DEFAULT_RECIPE
 
     return method_config(setting.method, recipe=DEFAULT_RECIPE, steps=steps, lr=0.0, seed=0,
                          batch_size=setting.batch_size, micro_batch=setting.micro_batch, precision=setting.dtype,
                          num_tokens=0, class_word="person", stages=5, kv_split=True, attention_weight=0.003,
-                         attention_tokens="all", attention_layers="input:7, input:8, middle:0, output:0, "
-                                                                  "output:1, output:2",
+                         attention_tokens="all", attention_layers=blocks_text(SEFI_ATTENTION_BLOCKS),
                          anchor_names="celebrities", reg_weight=8e-4, adapter_scale=0.4)
 
 
@@ -236,5 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -171,12 +171,12 @@ def comfy_problem(training, clip, unet, method: str, resolution: int, precision:
     import torch
 
     from faceclip_core.identity import TrainingProblem
-    from faceclip_core.identity.cost import GIB, estimate_run
+    from faceclip_core.identity.cost import estimate_run
 
     with torch.inference_mode(False):
         models = training.training_models(unet, clip, config, resolution, checkpointing)
         estimate = estimate_run(config, resolution, checkpointing)
-        models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
+        models.load(estimate.reserve_bytes)
         g = torch.Generator().manual_seed(0)
         latents = torch.randn(2, 4, resolution // 8, resolution // 8, generator=g)
         face = torch.nn.functional.normalize(torch.randn(512, generator=g), dim=0)

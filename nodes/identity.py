@@ -197,7 +197,7 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 latents = encode_latents(vae, model, torch.from_numpy(images.pixels))
             models = training_models(model, clip, config, resolution, gradient_checkpointing)
             try:
-                models.load(int((estimate.peak_gib - estimate.weights_gib) * GIB))
+                models.load(estimate.reserve_bytes)
                 problem = TrainingProblem(
                     latents=latents.to(models.device), text=models.text, denoiser=models.denoiser,
                     tokenize=comfy_tokenizer(clip), attention=models.attention, face=faces.identity(),

@@ -38,8 +38,10 @@ class TrainingProgress:
         self.total, self.node_id = total, node_id
         self._bar = progress_callback(total)
         self._started = time.monotonic()
-        self._times: list[tuple[int, float]] = []  # (steps done, time) after each step
-        self._estimate = ""
+        # (steps done, time) after the first two steps and after the latest: the rate is measured from the
+        # second step on once there is a third (the first carries the warm-up)
+        self._first: list[tuple[int, float]] = []
+        self._last: tuple[int, float] | None = None
 
     def _show(self, text: str) -> None:
         try:
@@ -51,21 +53,22 @@ class TrainingProgress:
 
     def announce(self, estimate: str) -> None:
         """What the run will take, said before its first step."""
-        self._estimate = estimate
         logger.info("ID embedding training: %s", estimate)
         self._show(estimate)
 
     def seconds_left(self) -> float | None:
-        if len(self._times) < 2:
+        if self._last is None or self._last == self._first[0]:
             return None
-        (d0, t0), (d1, t1) = self._times[1 if len(self._times) > 2 else 0], self._times[-1]
+        (d0, t0), (d1, t1) = self._first[1 if self._last != self._first[-1] else 0], self._last
         return (t1 - t0) / max(d1 - d0, 1) * (self.total - d1)
 
     def elapsed_text(self) -> str:
         return f"trained in {_clock(time.monotonic() - self._started)}"
 
     def __call__(self, done: int, of: int, stats: StepStats) -> None:
-        self._times.append((done, time.monotonic()))
+        self._last = (done, time.monotonic())
+        if len(self._first) < 2:
+            self._first.append(self._last)
         left = self.seconds_left()
         eta = "" if left is None else f"  {_clock(left)} left"
         self._show(f"step {done}/{of}{eta}  {stats.text()}")

@@ -65,6 +65,11 @@ class RunEstimate:
     tflop_per_step: float
     steps: int
 
+    @property
+    def reserve_bytes(self) -> int:
+        """What the step needs above its weights: the memory a load must keep free for it."""
+        return int((self.peak_gib - self.weights_gib) * GIB)
+
     def minutes(self, tflops: float) -> float:
         return run_minutes(self.tflop_per_step, self.steps, tflops)
 

@@ -253,7 +253,7 @@ class _Draws:
     noise: torch.Tensor
 
 
-def _draw(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
+def draw_step(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
     """All of a step's draws, in a fixed order, from the run's generator (so resume repeats them)."""
     b = config.train.batch_size
     stages = config.sefi.stages if config.is_sefi else 1
@@ -407,11 +407,6 @@ def backward_pass(problem: TrainingProblem, fwd: _Forward, loss: torch.Tensor, r
         scaler.scale(reg).backward()
 
 
-def draw_step(generator: torch.Generator, config: MethodConfig, prep: _Prepared, latents: torch.Tensor) -> _Draws:
-    """All of a step's random draws (see ``_draw``)."""
-    return _draw(generator, config, prep, latents)
-
-
 def _backward(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, params: Parameterisation,
               latents: torch.Tensor, draws: _Draws, scaler: torch.amp.GradScaler, step: int
               ) -> tuple[dict[str, float | None], dict[str, list[torch.Tensor]]]:
@@ -489,7 +484,7 @@ def token_gradients(problem: TrainingProblem, config: MethodConfig) -> tuple[Ste
     optimizer = _optimizer(params, config)
     scaler = _scaler(problem, config)
     generator = torch.Generator().manual_seed(config.train.seed)
-    draws = _draw(generator, config, prep, problem.latents.float())
+    draws = draw_step(generator, config, prep, problem.latents.float())
     optimizer.zero_grad(set_to_none=True)
     terms, term_grads = _backward(problem, config, prep, params, problem.latents.float(), draws, scaler, 0)
     scale = scaler.get_scale() if scaler.is_enabled() else None
@@ -564,7 +559,7 @@ def _step(problem: TrainingProblem, config: MethodConfig, prep: _Prepared, param
           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
           latents: torch.Tensor, step: int) -> StepStats:
     """One optimisation step. Parameters change only at its very end (the optimizer's step)."""
-    draws = _draw(generator, config, prep, latents)
+    draws = draw_step(generator, config, prep, latents)
     optimizer.zero_grad(set_to_none=True)
     terms, term_grads = _backward(problem, config, prep, params, latents, draws, scaler, step)
     scale = scaler.get_scale() if scaler.is_enabled() else None
