@@ -59,3 +59,15 @@ def require(module: str, pip_spec: str, purpose: str):
             f"{purpose} needs the Python package {pip_spec.split('>')[0].split('=')[0]!r}, which could not be "
             f"imported ({type(exc).__name__}: {exc}). Install it into the Python that runs ComfyUI: "
             f"`python -m pip install \"{pip_spec}\"`, then restart ComfyUI.") from exc
+
+
+def require_finite(**values: float | None) -> None:
+    """Refuse NaN and infinities by input name. ComfyUI's range check (min/max) lets NaN through, and an infinity
+    typed into a widget would only surface later as an overflow far from its cause. ``None`` (an unset optional
+    input) is accepted."""
+    import math
+
+    for name, value in values.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise FaceCLIPInputError(
+                f"{name} is {value}: enter a finite number (NaN and infinity are not valid settings).")
