@@ -147,9 +147,9 @@ def make_checkpoint(path: Path, shared_vit: bool) -> dict:
     import torch
 
     from faceclip_core import safetensors_io
-    from faceclip_core.checkpoint_layout import official_layout
-    from faceclip_core.encoder import default_config
-    from faceclip_core.loader import build_meta
+    from faceclip_core.sdxl.checkpoint_layout import official_layout
+    from faceclip_core.sdxl.encoder import default_config
+    from faceclip_core.sdxl.loader import build_meta
 
     t0 = time.perf_counter()
     layout = official_layout(build_meta(default_config()).state_dict())  # the released names and shapes
@@ -179,8 +179,8 @@ def library_load(path: str, device: str, dtype):
     import torch
     from safetensors import safe_open
 
-    from faceclip_core.checkpoint_layout import module_name
-    from faceclip_core.loader import check_state_dict, encoder_from_state_dict
+    from faceclip_core.sdxl.checkpoint_layout import module_name
+    from faceclip_core.sdxl.loader import check_state_dict, encoder_from_state_dict
 
     with safe_open(path, framework="pt", device="cpu") as f:
         meta = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}

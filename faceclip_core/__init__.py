@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .conditioning import average_identity
 from .dtypes import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES
-from .encoder import OFFICIAL_NEGATIVE, FaceCLIPEncoder
 from .errors import FaceCLIPError, FaceCLIPInputError, FaceCLIPStateDictError, FaceCLIPWeightsError
 from .faces import (
                     DetectedFace,
@@ -39,8 +38,7 @@ from .faces import (
 )
 from .facet5 import FACET5_NEGATIVE, FaceT5Encoder, load_facet5_encoder
 from .identity import IDEmbedding, IdentityError, load_embedding, save_embedding, train_identity
-from .loader import load_encoder
-from .tokenizer import tokenize
+from .sdxl import OFFICIAL_NEGATIVE, FaceCLIPEncoder, load_encoder, tokenize
 
 __all__ = [
     "FACET5_NEGATIVE", "FP8_WEIGHT_DTYPES", "OFFICIAL_NEGATIVE", "WEIGHT_DTYPES", "DetectedFace",

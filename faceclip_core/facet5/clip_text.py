@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..layers import layer_norm_fp32, multi_head_attention, ops_or_default, positions
-from ..text_tower import ACTIVATIONS, TextTowerConfig
+from ..sdxl.text_tower import ACTIVATIONS, TextTowerConfig
 
 
 class CLIPAttention(nn.Module):

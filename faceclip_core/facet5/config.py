@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..face_vit import FaceViTConfig
-from ..fuser import FuserConfig
-from ..text_tower import TextTowerConfig
+from ..sdxl.face_vit import FaceViTConfig
+from ..sdxl.fuser import FuserConfig
+from ..sdxl.text_tower import TextTowerConfig
 
 T5_LENGTH = 512  # the official T5 tokenizer pads/truncates to this, and the fuser's text positions have this many rows
 CLIP_LENGTH = 77

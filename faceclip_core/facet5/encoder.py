@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoder import check_faces
 from ..errors import FaceCLIPInputError
-from ..face_vit import FaceViT
 from ..layers import ops_or_default, positions
-from ..tokenizer import check_prompts
+from ..sdxl.encoder import check_faces
+from ..sdxl.face_vit import FaceViT
+from ..sdxl.tokenizer import check_prompts
 from .clip_text import CLIPTextModel
 from .config import FaceT5Config
 from .fuser import FaceT5Fuser

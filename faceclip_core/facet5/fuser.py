@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fuser import BiAttentionBlock, TextLayer
 from ..layers import layer_norm_fp32, ops_or_default
+from ..sdxl.fuser import BiAttentionBlock, TextLayer
 from .config import FaceT5FuserConfig
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 
-from ..checkpoint_layout import apply_first_rule, fold_layer_scales
+from ..sdxl.checkpoint_layout import apply_first_rule, fold_layer_scales
 from .config import FaceT5Config
 
 _FUSER = r"encoder_2\.fuser\.encoder"

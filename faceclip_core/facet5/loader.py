@@ -1,4 +1,4 @@
-"""Reading FaceT5-FLUX encoder weights and building the encoder around them, as ``faceclip_core.loader`` does for
+"""Reading FaceT5-FLUX encoder weights and building the encoder around them, as ``faceclip_core.sdxl.loader`` does for
 FaceCLIP-SDXL: architecture inferred from the tensors' shapes, model built on the meta device, tensors assigned one
 by one in the requested dtype, names and shapes checked strictly first.
 """
@@ -14,23 +14,23 @@ from typing import Any
 import torch
 
 from .. import safetensors_io
+from ..checkpoint_io import (
+    StateDict,
+    check_floats,
+    check_keys,
+    count_indexed,
+    is_safetensors,
+    plain_names,
+    read_state_dict,
+    shape_of,
+    strip_prefix,
+)
 from ..dtypes import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES
 from ..errors import FaceCLIPStateDictError, FaceCLIPWeightsError
 from ..layers import store_linear_weights
-from ..loader import (
-    StateDict,
-    _check_floats,
-    _check_keys,
-    _count,
-    _is_safetensors,
-    _shape,
-    infer_face_vit_config,
-    plain_names,
-    read_state_dict,
-    strip_prefix,
-)
-from ..text_tower import TextTowerConfig
-from ..tokenizer import get_tokenizer
+from ..sdxl.loader import infer_face_vit_config
+from ..sdxl.text_tower import TextTowerConfig
+from ..sdxl.tokenizer import get_tokenizer
 from .config import FaceT5Config, FaceT5FuserConfig, T5Config
 from .encoder import FaceT5Encoder
 from .layout import FaceT5Layout
@@ -82,39 +82,39 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> FaceT5Config:
     """The architecture of a FaceT5 state dict (official names, no prefix; tensors may be on the meta device)."""
     check_signature(sd)
     try:
-        vocab, width = _shape(sd, _CLIP + "embeddings.token_embedding.weight")
+        vocab, width = shape_of(sd, _CLIP + "embeddings.token_embedding.weight")
         clip = TextTowerConfig(
             width=width,
-            layers=_count(sd, _CLIP + "encoder.layers.#.self_attn.q_proj.weight"),
+            layers=count_indexed(sd, _CLIP + "encoder.layers.#.self_attn.q_proj.weight"),
             heads=max(1, width // 64),  # head_dim 64, as CLIP-L
-            mlp_width=_shape(sd, _CLIP + "encoder.layers.0.mlp.fc1.weight")[0],
+            mlp_width=shape_of(sd, _CLIP + "encoder.layers.0.mlp.fc1.weight")[0],
             activation="quick_gelu",
-            context_length=_shape(sd, _CLIP + "embeddings.position_embedding.weight")[0],
+            context_length=shape_of(sd, _CLIP + "embeddings.position_embedding.weight")[0],
             vocab_size=vocab,
         )
-        t5_vocab, d = _shape(sd, _T5 + "embed_tokens.weight")
-        buckets, heads = _shape(sd, _BIAS_TABLE)
-        inner = _shape(sd, _T5 + "block.0.self_attention_layer.self_attention.Wq.weight")[0]
+        t5_vocab, d = shape_of(sd, _T5 + "embed_tokens.weight")
+        buckets, heads = shape_of(sd, _BIAS_TABLE)
+        inner = shape_of(sd, _T5 + "block.0.self_attention_layer.self_attention.Wq.weight")[0]
         t5 = T5Config(
             d_model=d,
-            layers=_count(sd, _T5 + "block.#.self_attention_layer.self_attention.Wq.weight"),
+            layers=count_indexed(sd, _T5 + "block.#.self_attention_layer.self_attention.Wq.weight"),
             heads=heads,
             d_kv=_divide(inner, heads, "T5 attention width"),
-            d_ff=_shape(sd, _T5 + "block.0.ff_layer.act.wi_0.weight")[0],
+            d_ff=shape_of(sd, _T5 + "block.0.ff_layer.act.wi_0.weight")[0],
             vocab_size=t5_vocab,
             buckets=buckets,
         )
         fuser = FaceT5FuserConfig(
             d_model=d,
-            layers=_count(sd, _FUSER + "fusion_layers.#.attn.v_proj.weight"),
-            bi_dim=_shape(sd, _FUSER + "fusion_layers.0.attn.v_proj.weight")[0],
-            text_ffn=_shape(sd, _FUSER + "text_layers.0.linear1.weight")[0],
-            face_ffn=_shape(sd, _FUSER + "layers.0.linear1.weight")[0],
+            layers=count_indexed(sd, _FUSER + "fusion_layers.#.attn.v_proj.weight"),
+            bi_dim=shape_of(sd, _FUSER + "fusion_layers.0.attn.v_proj.weight")[0],
+            text_ffn=shape_of(sd, _FUSER + "text_layers.0.linear1.weight")[0],
+            face_ffn=shape_of(sd, _FUSER + "layers.0.linear1.weight")[0],
         )
         _divide(fuser.bi_dim, fuser.bi_heads, "fuser BiAttention width")
         _divide(d, fuser.text_heads, "fuser text width")
         face = infer_face_vit_config(sd, "encoder_2.face_encoder.", feature_head=False)
-        text_positions = _shape(sd, "encoder_2.positional_embedding")[1]
+        text_positions = shape_of(sd, "encoder_2.positional_embedding")[1]
     except (KeyError, ValueError, IndexError) as err:
         raise FaceCLIPStateDictError(
             f"{MODEL} state dict is incomplete: cannot infer its architecture ({err!r})",
@@ -137,8 +137,8 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.
     cfg = infer_config(sd)
     expected = dict(build_meta(cfg, dtype, operations, compute_dtype).state_dict(keep_vars=True))
     layout = FaceT5Layout(cfg)
-    _check_keys(sd, layout.official_layout(expected), MODEL)
-    _check_floats(sd)
+    check_keys(sd, layout.official_layout(expected), MODEL)
+    check_floats(sd)
     return cfg, layout, expected
 
 
@@ -203,7 +203,7 @@ def load_facet5_encoder(source: str | os.PathLike | Mapping[str, torch.Tensor], 
         if operations is None or compute_dtype is None:
             raise FaceCLIPWeightsError("8-bit weights need operations that cast weights at compute (such as "
                                        "comfy.ops.manual_cast) and a compute_dtype")
-    if isinstance(source, (str, os.PathLike)) and _is_safetensors(Path(source)) and Path(source).is_file() \
+    if isinstance(source, (str, os.PathLike)) and is_safetensors(Path(source)) and Path(source).is_file() \
             and Path(source).stat().st_size > 0:
         want = _plan_from_safetensors_header(Path(source), dtype, operations, compute_dtype)
         sd = safetensors_io.read(Path(source), want)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FaceCLIPError, require
-from ..tokenizer import HF_CLIP, TokenizedBatch, check_prompts, tokenize_batch
+from ..sdxl.tokenizer import HF_CLIP, TokenizedBatch, check_prompts, tokenize_batch
 from .config import T5_LENGTH
 
 logger = logging.getLogger(__name__)

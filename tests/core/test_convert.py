@@ -15,8 +15,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import faceclip_core
-from faceclip_core import flux_dit, safetensors_io
-from faceclip_core.convert import ENCODER, FACET5_ENCODER, FLUX_DIT, UNET, ConvertError, convert, detect_kind, main
+from faceclip_core import safetensors_io
+from faceclip_core.convert import (
+    ENCODER,
+    FACET5_ENCODER,
+    FLUX_DIT,
+    UNET,
+    ConvertError,
+    convert,
+    detect_kind,
+    flux_dit,
+    main,
+)
 from tests.conftest import comfyui_dir
 from tests.core import _facet5_fixture as facet5
 from tests.core._encoder_fixture import case_inputs, cases, fixture_state_dict, max_abs
@@ -230,7 +240,7 @@ def test_flux_dit_keeps_diffusers_names_and_core_comfyui_loads_it_as_flux_dev(tm
         import torch
         from tests.harness.tiny_models import import_comfy, flux_dit_state_dict
         import_comfy({str(comfyui_dir())!r})
-        from faceclip_core import flux_dit
+        from faceclip_core.convert import flux_dit
         from faceclip_core.convert import convert
         from safetensors.torch import load_file
         import comfy.sd

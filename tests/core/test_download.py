@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from faceclip_core import flux_dit, load_encoder, load_facet5_encoder
+from faceclip_core import load_encoder, load_facet5_encoder
+from faceclip_core.convert import flux_dit
 from faceclip_headless import download as download_module
 from faceclip_headless.download import DOWNLOADS, main
 from tests.core._encoder_fixture import fixture_state_dict

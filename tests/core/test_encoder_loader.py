@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 import faceclip_core
 from faceclip_core import FaceCLIPStateDictError, FaceCLIPWeightsError
-from faceclip_core.loader import face_encoders_identical
+from faceclip_core.sdxl.loader import encoder_from_state_dict, face_encoders_identical
 from tests.core._encoder_fixture import case_inputs, cases, fixture_state_dict, max_abs
 
 TOL = 1e-4
@@ -190,7 +190,7 @@ def test_face_encoders_shared_when_identical():
     assert len(ptrs) == len(list(shared.parameters()))
     assert len(list(shared.parameters())) < len(list(faceclip_core.load_encoder(fixture_state_dict()).parameters()))
     # same result as an unshared model with the same weights, and the full key set is still there
-    unshared = faceclip_core.loader.encoder_from_state_dict(_with_identical_face_encoders(), share_face_encoder=False)
+    unshared = encoder_from_state_dict(_with_identical_face_encoders(), share_face_encoder=False)
     assert not unshared.face_encoder_shared
     assert set(shared.state_dict()) == set(unshared.state_dict())
     faces, prompts, mask = case_inputs("c")
@@ -214,7 +214,7 @@ def test_identical_face_encoders_from_safetensors_share_memory(tmp_path):
     sd = enc.state_dict()
     assert sd["face_clip_g.face_encoder.blocks.0.attn.qkv.weight"].data_ptr() == \
         sd["face_clip_l.face_encoder.blocks.0.attn.qkv.weight"].data_ptr()
-    ref = faceclip_core.loader.encoder_from_state_dict(_with_identical_face_encoders(), share_face_encoder=False)
+    ref = encoder_from_state_dict(_with_identical_face_encoders(), share_face_encoder=False)
     faces, prompts, mask = case_inputs("a")
     assert max_abs(enc.encode(faces, prompts, mask)[0], ref.encode(faces, prompts, mask)[0]) <= 1e-6
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import faceclip_core
-from faceclip_core.checkpoint_layout import official_layout
-from faceclip_core.encoder import default_config
 from faceclip_core.layers import DEFAULT_OPERATIONS
-from faceclip_core.loader import build_meta, infer_config
+from faceclip_core.sdxl.checkpoint_layout import official_layout
+from faceclip_core.sdxl.encoder import default_config
+from faceclip_core.sdxl.loader import build_meta, infer_config
 from tests.core._encoder_fixture import (
     BRANCH,
     CASES,

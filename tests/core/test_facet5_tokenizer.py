@@ -11,7 +11,7 @@ import torch
 from faceclip_core.errors import FaceCLIPInputError, MissingPackageError
 from faceclip_core.facet5 import FaceT5TokenizerError, find_t5_tokenizer, tokenize, tokenize_clip, tokenize_t5
 from faceclip_core.facet5.tokenizer import T5Tokenizer, get_t5_tokenizer
-from faceclip_core.tokenizer import EOT_ID, SOT_ID, get_tokenizer
+from faceclip_core.sdxl.tokenizer import EOT_ID, SOT_ID, get_tokenizer
 from tests.conftest import comfyui_dir
 from tests.core._facet5_fixture import (
     CASES,
@@ -51,7 +51,7 @@ def test_clip_conventions_differ_from_faceclip_sdxl_where_they_should():
     """Case f has "&amp;" in a text with a "<": ftfy then leaves the entity alone (it looks like HTML), and so does
     Hugging Face's CLIPTokenizer, while open_clip (FaceCLIP-SDXL's) unescapes it itself. Rows are padded with EOS
     instead of 0."""
-    from faceclip_core.tokenizer import tokenize as sdxl_tokenize
+    from faceclip_core.sdxl.tokenizer import tokenize as sdxl_tokenize
 
     prompt = case_prompts("f")
     assert not torch.equal(sdxl_tokenize(prompt), tokenize_clip(prompt))

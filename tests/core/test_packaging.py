@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import tomllib
@@ -71,3 +74,32 @@ def test_optional_dependencies_are_not_imported_at_module_level():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = {node.module.split(".")[0]}
             assert not names & optional, f"{path}: module-level import of {names & optional}"
+
+
+RUNTIME = ("__init__.py", "nodes/", "faceclip_core/", "faceclip_headless/", "web/", "workflows/")
+REPOSITORY_ONLY = ("tests/", "bench/", "tools/", ".ci/")
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def test_registry_package_holds_the_pack_and_not_its_tests(tmp_path):
+    """`comfy node pack` (comfy-cli's own zip step, run in the checkout as the registry's publish does) ships what
+    ComfyUI loads and leaves tests, benchmarks and tools in the repository."""
+    archive = tmp_path / "node.zip"
+    includes = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"].get("includes", [])
+    subprocess.run([sys.executable, "-c", "import sys; from comfy_cli.file_utils import zip_files; "
+                    "zip_files(sys.argv[1], includes=sys.argv[2:])", str(archive), *includes],
+                   cwd=REPO, check=True, capture_output=True)
+    with zipfile.ZipFile(archive) as zf:
+        packed = {info.filename: info.file_size for info in zf.infolist()}
+    leaked = sorted(name for name in packed if name.startswith(REPOSITORY_ONLY))
+    assert not leaked, f"{len(leaked)} repository-only files in the package, e.g. {leaked[:5]}"
+    runtime = [f for f in _tracked_files() if f.startswith(RUNTIME) or "/" not in f and f.endswith(
+        (".md", ".toml", ".txt")) or f == "LICENSE"]
+    missing = sorted(set(runtime) - set(packed))
+    assert not missing, f"files the pack needs at run time are missing from the package: {missing[:10]}"
+    unpacked_mb = sum(packed.values()) / 1e6
+    assert unpacked_mb < 6, f"the package unpacks to {unpacked_mb:.1f} MB"

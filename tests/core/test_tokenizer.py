@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import faceclip_core
-from faceclip_core.tokenizer import EOT_ID, SOT_ID, clean_text, get_tokenizer
+from faceclip_core.sdxl.tokenizer import EOT_ID, SOT_ID, clean_text, get_tokenizer
 from tests.core._encoder_fixture import CASES, cases, config
 
 

@@ -36,7 +36,7 @@ LOADER = textwrap.dedent("""
         loaded = asyncio.run(nodes.load_custom_node(pack))
         found = sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("FaceCLIP"))
         core = next(m for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) == pack + "/faceclip_core/tokenizer.py")
+                    if getattr(m, "__file__", None) == pack + "/faceclip_core/sdxl/tokenizer.py")
         try:
             core.tokenize(["a woman in a denim shirt"])
             tokenize = "ok"

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from faceclip_core.checkpoint_layout import official_layout
-from faceclip_core.encoder import BranchConfig, EncoderConfig
-from faceclip_core.face_vit import FaceViTConfig
-from faceclip_core.fuser import FuserConfig
-from faceclip_core.loader import build_meta
-from faceclip_core.text_tower import TextTowerConfig
+from faceclip_core.sdxl.checkpoint_layout import official_layout
+from faceclip_core.sdxl.encoder import BranchConfig, EncoderConfig
+from faceclip_core.sdxl.face_vit import FaceViTConfig
+from faceclip_core.sdxl.fuser import FuserConfig
+from faceclip_core.sdxl.loader import build_meta
+from faceclip_core.sdxl.text_tower import TextTowerConfig
 
 
 def tiny_config() -> EncoderConfig:

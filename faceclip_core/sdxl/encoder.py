@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import FaceCLIPInputError
+from ..errors import FaceCLIPInputError
+from ..layers import ops_or_default, positions
 from .face_vit import FaceViT, FaceViTConfig
 from .fuser import Fuser, FuserConfig
-from .layers import ops_or_default, positions
 from .text_tower import TextTowerConfig, build_text_tower, run_text_tower
 from .tokenizer import check_prompts, tokenize_batch
 

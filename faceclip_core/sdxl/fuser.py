@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PackedAttention, layer_norm_fp32, merge_heads, ops_or_default, split_heads
+from ..layers import PackedAttention, layer_norm_fp32, merge_heads, ops_or_default, split_heads
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import PackedAttention, layer_norm_fp32, ops_or_default, positions
+from ..layers import PackedAttention, layer_norm_fp32, ops_or_default, positions
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import batch_norm_fp32, layer_norm_fp32, multi_head_attention, ops_or_default, positions
+from ..layers import batch_norm_fp32, layer_norm_fp32, multi_head_attention, ops_or_default, positions
 
 
 @dataclass(frozen=True)

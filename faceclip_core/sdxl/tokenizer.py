@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import FaceCLIPInputError, require
+from ..errors import FaceCLIPInputError, require
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ EOT_ID = 49407
 PAD_ID = 0
 VOCAB_SIZE = 49408
 
-_VOCAB_FILE = Path(__file__).with_name("data") / "bpe_simple_vocab_16e6.txt.gz"
+_VOCAB_FILE = Path(__file__).parent.parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
 # The first line of the file is a header; the next 48,894 lines are the merges, in priority order. With 256 byte
 # symbols, their 256 end-of-word forms and two specials that gives the 49,408-entry table of the text towers.
 _NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import FaceCLIPStateDictError
+from ..errors import FaceCLIPStateDictError
 
 MODEL = "diffusers FLUX transformer (FaceT5's dit.pt)"
 # Keys every diffusers FluxTransformer2DModel has (with at least one block of each kind).

@@ -18,19 +18,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import flux_dit, safetensors_io
-from .atomic import atomic_path
-from .dtypes import WEIGHT_DTYPES
-from .errors import FaceCLIPError, FaceCLIPStateDictError, FaceCLIPWeightsError
-from .facet5 import loader as facet5_loader
-from .loader import FACET5_KEY_PREFIXES, StateDict, check_state_dict, read_state_dict, strip_prefix
+from .. import safetensors_io
+from ..atomic import atomic_path
+from ..checkpoint_io import StateDict, read_state_dict, strip_prefix
+from ..dtypes import WEIGHT_DTYPES
+from ..errors import FaceCLIPError, FaceCLIPStateDictError, FaceCLIPWeightsError
+from ..facet5 import loader as facet5_loader
+from ..sdxl.loader import FACET5_KEY_PREFIXES, check_state_dict
+from . import flux_dit
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,3 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("ok: %s -> %s", res.kind, res.dst)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
