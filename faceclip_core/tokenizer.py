@@ -14,7 +14,7 @@ import gzip
 import html
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -217,14 +217,28 @@ def check_prompts(texts: object, what: str = "prompts") -> list[str]:
 
 
 def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt",
-                   conventions: Conventions = OPEN_CLIP) -> TokenizedBatch:
-    """Tokenize, logging a warning for each row that had to be truncated."""
+                   conventions: Conventions = OPEN_CLIP, cut_level: int = logging.WARNING) -> TokenizedBatch:
+    """Tokenize, logging (at ``cut_level``) each row that had to be truncated."""
     batch = get_tokenizer()(check_prompts(texts), conventions=conventions)
     for i, n in enumerate(batch.lengths):
         if n > CONTEXT_LENGTH:
-            logger.warning("FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
+            logger.log(cut_level, "FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
                         "the last kept token becomes end-of-text)", warn_label, i, n, CONTEXT_LENGTH)
     return batch
+
+
+def cut_notice(name: str, length: int, limit: int, reader: str) -> str:
+    """What a user reads on the node when the text ``name`` (prompt, negative) is longer than its encoder reads."""
+    return (f"Shorten the {name}: it is {length} tokens long and {reader} reads only the first {limit}; "
+            "the rest is ignored.")
+
+
+def cut_notices(texts: Mapping[str, str]) -> list[str]:
+    """One :func:`cut_notice` per named text longer than FaceCLIP's 77 tokens (start and end included)."""
+    tokenizer = get_tokenizer()
+    lengths = tokenizer(check_prompts(list(texts.values()))).lengths
+    return [cut_notice(name, n, CONTEXT_LENGTH, "FaceCLIP")
+            for name, n in zip(texts, lengths, strict=True) if n > CONTEXT_LENGTH]
 
 
 def tokenize(texts: Sequence[str] | str) -> torch.Tensor:
