@@ -249,3 +249,14 @@ def test_prompts_that_fit_and_the_official_negative_say_nothing_on_the_node(clie
     result = client.run(graph)
     assert result.ok, result.describe_error()
     assert "encode" in result.executed and result.node_texts("encode") == []
+
+
+def test_a_float_input_refuses_nan_by_name(client, photos):
+    """ComfyUI's min/max check lets NaN through (every comparison with it is false; an infinity it refuses
+    itself); the node names the input. The API prompt carries the bare JSON NaN that Python's json writes."""
+    graph = face_graph(photos["one_face.png"], seed=31)
+    graph["detector"]["inputs"]["threshold"] = float("nan")
+    result = client.run(graph)
+    assert result.status == "error" and result.error["node_id"] == "detector", result.describe_error()
+    assert result.error["exception_message"].startswith(
+        "threshold is nan: enter a finite number"), result.error["exception_message"]
