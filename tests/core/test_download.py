@@ -3,8 +3,8 @@ redirects to a CDN and the redirect carries the file's SHA-256 (X-Linked-Etag) a
 from __future__ import annotations
 
 import hashlib
-import logging
 import http.server
+import logging
 import threading
 from pathlib import Path
 
