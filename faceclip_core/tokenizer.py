@@ -14,7 +14,7 @@ import gzip
 import html
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -227,18 +227,11 @@ def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt",
     return batch
 
 
-def cut_notice(name: str, length: int, limit: int, reader: str) -> str:
-    """What a user reads on the node when the text ``name`` (prompt, negative) is longer than its encoder reads."""
-    return (f"Shorten the {name}: it is {length} tokens long and {reader} reads only the first {limit}; "
+def cut_notice(name: str, length: int, limit: int, reader: str, counted: str = "") -> str:
+    """What a user reads on the node when the text ``name`` (prompt, negative) is longer than its encoder reads;
+    ``counted`` says what the length includes besides the user's text."""
+    return (f"Shorten the {name}: it is {length} tokens long{counted}, and {reader} reads only the first {limit}; "
             "the rest is ignored.")
-
-
-def cut_notices(texts: Mapping[str, str]) -> list[str]:
-    """One :func:`cut_notice` per named text longer than FaceCLIP's 77 tokens (start and end included)."""
-    tokenizer = get_tokenizer()
-    lengths = tokenizer(check_prompts(list(texts.values()))).lengths
-    return [cut_notice(name, n, CONTEXT_LENGTH, "FaceCLIP")
-            for name, n in zip(texts, lengths, strict=True) if n > CONTEXT_LENGTH]
 
 
 def tokenize(texts: Sequence[str] | str) -> torch.Tensor:

@@ -12,9 +12,9 @@ from .types import FaceCLIP, Faces
 IDENTITY_MODES = ("per_face", "average")
 
 
-def show_cuts(model, texts: dict[str, str], node_id: str | None) -> None:
+def show_cuts(model, texts: dict[str, str], node_id: str | None, **options) -> None:
     """Say on the node which texts the encoder cuts (the server log has it too, where few look)."""
-    notices = model.cut_notices(texts)
+    notices = model.cut_notices(texts, **options)
     if notices:
         show_on_node("\n".join(notices), node_id)
 
@@ -49,7 +49,8 @@ class FaceCLIPEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, faceclip, faces, prompt: str, negative: str, identity: str) -> io.NodeOutput:
-        show_cuts(faceclip, {"prompt": prompt, "negative prompt": negative}, cls.hidden.unique_id)
+        show_cuts(faceclip, {"prompt": prompt, "negative prompt": negative}, cls.hidden.unique_id,
+                  with_face={"prompt"} if faces.has_face.any() else ())
         crops = torch.from_numpy(faces.crops_float()).permute(0, 3, 1, 2)
         mask = torch.from_numpy(faces.has_face)
         embeddings, pooled = faceclip.encode(crops, [prompt] * len(faces), mask, between=progress_callback(len(faces)))

@@ -237,10 +237,12 @@ def test_a_prompt_cut_to_77_tokens_is_said_on_the_node(client, photos):
     result = client.run(graph)
     assert result.ok, result.describe_error()
     (said,) = result.node_texts("encode")  # what the frontend draws on the node, as the websocket carries it
-    assert re.fullmatch(r"Shorten the prompt: it is (\d+) tokens long and FaceCLIP reads only the first 77; the "
-                        r"rest is ignored\.", said), said  # the negative ("blurry") fits: not named
+    assert re.fullmatch(r"Shorten the prompt: it is \d+ tokens long with FaceCLIP's identity prefix \(6 tokens\), "
+                        r"and FaceCLIP reads only the first 77; the rest is ignored\.", said), said
+    # (the negative, "blurry", fits: not named)
     (said,) = result.node_texts("text")
-    assert said.startswith("Shorten the text: it is ")
+    assert re.fullmatch(r"Shorten the text: it is \d+ tokens long, and FaceCLIP reads only the first 77; the rest "
+                        r"is ignored\.", said), said
 
 
 def test_prompts_that_fit_and_the_official_negative_say_nothing_on_the_node(client, photos):

@@ -256,7 +256,7 @@ def test_a_prompt_cut_to_512_t5_tokens_is_said_on_the_node(client, photos):
     result = client.run(encode_only(facet5_graph(photos["t5_face_a.png"], prompt=long_prompt, name="t5_long")))
     assert result.ok, result.describe_error()
     (said,) = result.node_texts("encode")  # what the frontend draws on the node, as the websocket carries it
-    assert re.fullmatch(r"Shorten the prompt: it is (\d+) tokens long and FaceT5's T5 reads only the first 512; "
+    assert re.fullmatch(r"Shorten the prompt: it is \d+ tokens long, and FaceT5's T5 reads only the first 512; "
                         r"the rest is ignored\.", said), said
 
 
