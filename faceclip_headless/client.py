@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import aiohttp
 
 logger = logging.getLogger(__name__)
 
+_PROGRESS_TEXT = 3  # protocol.BinaryEventTypes.TEXT
 _DONE = {"execution_success": "success", "execution_error": "error", "execution_interrupted": "interrupted"}
 
 
@@ -47,6 +49,11 @@ class PromptResult:
         return {node: round(t1 - t0, 4)
                 for (node, t0), (_, t1) in zip(marks, marks[1:], strict=False) if node is not None}
 
+    def node_texts(self, node_id: str) -> list[str]:
+        """The texts the node showed on itself while this prompt ran (ComfyUI's progress text), in order."""
+        return [e["data"]["text"] for e in self.events
+                if e["type"] == "progress_text" and e["data"]["node"] == node_id]
+
     def images(self, node_id: str | None = None) -> list[dict]:
         nodes = [node_id] if node_id is not None else list(self.outputs)
         return [img for n in nodes for img in self.outputs.get(n, {}).get("images", [])]
@@ -63,6 +70,16 @@ class PromptResult:
             return (f"node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
                     f"{e.get('exception_message')}")
         return self.status
+
+
+def _progress_text(frame: bytes) -> dict | None:
+    """A binary websocket frame of ComfyUI's progress text (event type 3: node-id length, node id, text) as an
+    event {"type": "progress_text", "data": {"node", "text"}}; None for other binary frames (previews)."""
+    if len(frame) < 8 or struct.unpack(">I", frame[:4])[0] != _PROGRESS_TEXT:
+        return None
+    (n,) = struct.unpack(">I", frame[4:8])
+    return {"type": "progress_text",
+            "data": {"node": frame[8:8 + n].decode(), "text": frame[8 + n:].decode(errors="replace")}}
 
 
 class ComfyClient:
@@ -157,11 +174,20 @@ class ComfyClient:
         """Route websocket events to their prompts until none is pending."""
         if not pending:
             return
+        running: str | None = None  # the prompt whose nodes execute now: binary frames do not name their prompt
         async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                event = _progress_text(msg.data)  # other binary frames carry previews
+                if event is not None and running in pending:
+                    event["received"] = time.monotonic()
+                    pending[running].events.append(event)
+                continue
             if msg.type != aiohttp.WSMsgType.TEXT:
-                continue  # binary frames carry previews
+                continue
             event = json.loads(msg.data)
             data = event.get("data") or {}
+            if event.get("type") == "executing":
+                running = data.get("prompt_id")
             result = pending.get(data.get("prompt_id"))
             if result is None:
                 continue

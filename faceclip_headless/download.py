@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import logging
 import shutil
 import sys
@@ -34,6 +33,9 @@ from pathlib import Path
 
 from faceclip_core.atomic import publish
 from faceclip_core.faces.model_packs import INSIGHTFACE_LICENCE, INSIGHTFACE_MODEL_ZOO
+
+from .model_files import FLUX_MAIN_JOB_MODELS, MAIN_JOB_MODELS, RequiredModel
+from .network import NETWORK_ERRORS, network_failure
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,9 @@ def published_checksum(url: str) -> tuple[str, int]:
         if exc.code not in (301, 302, 303, 307, 308):
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
         headers = exc.headers
+    except NETWORK_ERRORS as exc:
+        raise DownloadError(f"{network_failure(exc, url)}; check the network (and any proxy), then run the "
+                            "command again") from exc
     etag = (headers.get("X-Linked-Etag") or "").strip('"').lower()
     size = headers.get("X-Linked-Size") or headers.get("Content-Length")
     if len(etag) != 64 or any(c not in "0123456789abcdef" for c in etag) or not size:
@@ -116,6 +121,31 @@ def ensure_room(folder: Path, needed: int, what: str) -> None:
                             "are free: make room there (or pass --models-dir on a bigger disk) and run again")
 
 
+def part_size(part: Path) -> int:
+    return part.stat().st_size if part.exists() else 0
+
+
+def _receive(url: str, part: Path, have: int, size: int, digest: hashlib._Hash) -> tuple[int, hashlib._Hash]:
+    """Append the rest of ``url`` (from byte ``have``) to ``part``; returns the bytes held and their digest."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - https URL from constants
+        if have and response.status != 206:  # the server ignored the range: start over
+            have, digest = 0, hashlib.sha256()
+        name = part.name.removesuffix(".part")
+        logger.info("%s: %s %.1f MB of %.1f MB", name, "resuming at" if have else "downloading", have / 1e6,
+                    size / 1e6)
+        with open(part, "ab" if have else "wb") as f:
+            next_report = have + size // 20
+            while block := response.read(CHUNK):
+                f.write(block)
+                digest.update(block)
+                have += len(block)
+                if have >= next_report:
+                    logger.info("%s: %d%%", name, 100 * have // size)
+                    next_report += size // 20
+    return have, digest
+
+
 def fetch(url: str, target: Path, then_converted: bool = False) -> Path:
     """Download ``url`` to ``target`` (verified, resumable); returns ``target``. An existing target is kept.
     ``then_converted``: room is needed for a converted copy of about the same size too."""
@@ -125,7 +155,7 @@ def fetch(url: str, target: Path, then_converted: bool = False) -> Path:
     sha256, size = published_checksum(url)
     part = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.exists() else 0
+    have = part_size(part)
     if have > size:
         part.unlink()
         have = 0
@@ -133,21 +163,11 @@ def fetch(url: str, target: Path, then_converted: bool = False) -> Path:
                 f"{target.name} ({size / 1e9:.1f} GB{', then converted' if then_converted else ''})")
     digest = _sha256_of(part)
     if have < size:
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - https URL from constants
-            if have and response.status != 206:  # the server ignored the range: start over
-                have, digest = 0, hashlib.sha256()
-            logger.info("%s: %s %.1f MB of %.1f MB", target.name, "resuming at" if have else "downloading",
-                     have / 1e6, size / 1e6)
-            with open(part, "ab" if have else "wb") as f:
-                next_report = have + size // 20
-                while block := response.read(CHUNK):
-                    f.write(block)
-                    digest.update(block)
-                    have += len(block)
-                    if have >= next_report:
-                        logger.info("%s: %d%%", target.name, 100 * have // size)
-                        next_report += size // 20
+        try:
+            have, digest = _receive(url, part, have, size, digest)
+        except NETWORK_ERRORS as exc:  # the .part file keeps what arrived
+            raise DownloadError(f"{target.name}: {network_failure(exc, url)} after {part_size(part) / 1e6:.1f} of "
+                                f"{size / 1e6:.1f} MB; run the command again to resume") from exc
     if have < size:
         raise DownloadError(f"{target.name}: the connection ended at {have / 1e6:.1f} of {size / 1e6:.1f} MB; "
                             "run the command again to resume")
@@ -204,16 +224,26 @@ def main(argv: list[str] | None = None) -> int:
         if item.key in wanted:
             try:
                 install(item, models, args.base_url, args.keep_originals)
-            except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            except NETWORK_ERRORS as exc:  # raised outside fetch's own wording (the conversion reads no network)
+                logger.error("%s: %s", item.key, network_failure(exc, f"{args.base_url}/{item.repo_path}"))
+                failed += 1
+            except (DownloadError, OSError, ValueError) as exc:
                 # The .part file stays for the next run to resume from.
                 logger.error("%s: %s", item.key, exc)
                 failed += 1
-    if any(d.variant == "flux" and d.key in wanted for d in DOWNLOADS):
+    # reminders for what this command does not fetch, only while it is missing
+    flux_vae, face_pack = FLUX_MAIN_JOB_MODELS[2], MAIN_JOB_MODELS[-1]
+    if any(d.variant == "flux" and d.key in wanted for d in DOWNLOADS) and _missing(flux_vae, models):
         logger.info(FLUX_VAE_HINT, models / "vae" / "ae.safetensors")
-    logger.info("Face detection pack: download insightface's antelopev2 (or buffalo_l) yourself from %s (%s) and "
-                "unzip it so that %s exists.", INSIGHTFACE_MODEL_ZOO, INSIGHTFACE_LICENCE,
-                models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
+    if _missing(face_pack, models):
+        logger.info("Face detection pack: download insightface's antelopev2 (or buffalo_l) yourself from %s (%s) "
+                    "and unzip it so that %s exists.", INSIGHTFACE_MODEL_ZOO, INSIGHTFACE_LICENCE,
+                    models / "insightface" / "antelopev2" / "scrfd_10g_bnkps.onnx")
     return 1 if failed else 0
+
+
+def _missing(model: RequiredModel, models: Path) -> bool:
+    return not any(model.present(models / model.folder / name) for name in model.names)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from faceclip_core.atomic import write_bytes
 from faceclip_core.faces.model_packs import AUTO_PACK
 from faceclip_core.faces.prepare import NO_FACE_POLICIES
@@ -40,6 +42,7 @@ from .model_files import (
     find_missing,
     find_missing_on_server,
 )
+from .network import NETWORK_ERRORS, network_failure
 from .server import ComfyServer, ServerConfig, ServerStartError
 from .shipped_workflows import BY_KEY
 from .workflow import find_nodes, to_api
@@ -48,6 +51,7 @@ logger = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui-faceclip"
 BASIC_WORKFLOW = BY_KEY["basic"].path
+DEFAULT_OUT = "portrait.png"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog=EPILOG)
     p.add_argument("--face", type=Path, required=True, help="a photo of the person (any size; the face is found)")
     p.add_argument("--prompt", required=True, help="what the portrait should show (name the subject: a woman...)")
-    p.add_argument("--out", type=Path, default=Path("portrait.png"), help="where to write the PNG")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"where to write the PNG (default: {DEFAULT_OUT} in the current folder; run from inside "
+                        "this pack's folder, in your home folder instead)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--variant", choices=list(VARIANTS), default="sdxl",
                    help="sdxl: FaceCLIP-SDXL (default, official CFG 5); flux: FaceT5-FLUX (FLUX.1-dev fine-tune, "
@@ -119,6 +125,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra_model_paths.yaml files to search besides ComfyUI's own")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the image")
     return p.parse_args(argv)
+
+
+def default_out(cwd: Path) -> Path:
+    """--out when none is given: the current folder, unless that is this pack's checkout (where the README's
+    command runs), which is no place for a user's pictures: then the home folder."""
+    cwd = cwd.resolve()
+    inside_pack = cwd == PACK_DIR or PACK_DIR in cwd.parents
+    return (Path.home() if inside_pack else cwd) / DEFAULT_OUT
 
 
 def locate_comfyui(explicit: Path | None) -> Path | None:
@@ -194,6 +208,10 @@ def check_request(args: argparse.Namespace) -> str | None:
             photo.verify()
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
         return f"--face {args.face} is not an image PIL can read ({type(exc).__name__}); give a JPEG, PNG or WebP."
+    if args.server is not None and not re.match(r"https?://", args.server, re.IGNORECASE):
+        address = args.server.split("://", 1)[-1]
+        return (f"--server {args.server} needs its scheme: add http:// (--server http://{address}), or https:// "
+                "for a ComfyUI behind TLS.")
     if not 1 <= args.steps <= 10000:
         return f"--steps must be between 1 and 10000, got {args.steps}."
     # SDXL's latent is 1/8 of the image; FLUX packs 2x2 latent cells into one token, so its grid is 16.
@@ -225,7 +243,11 @@ def _server_for(args: argparse.Namespace, stack: ExitStack) -> ComfyClient | int
         client = ComfyClient(args.server, timeout=args.timeout)
         try:
             info = client.object_info(VARIANTS[args.variant].encode_node)  # {} from a ComfyUI without the pack
-        except Exception as exc:  # noqa: BLE001 - refused, timed out, or not ComfyUI's HTTP API
+        except NETWORK_ERRORS + (aiohttp.ClientError, OSError) as exc:  # refused, timed out, no such host
+            logger.error("Cannot reach ComfyUI at %s: %s. Is it running, and is that its address?",
+                         args.server, network_failure(exc, args.server).split(": ", 1)[-1])
+            return EXIT_FAILED
+        except Exception as exc:  # noqa: BLE001 - an answer that is not ComfyUI's HTTP API
             logger.error("Cannot reach ComfyUI at %s (%s: %s). Is it running, and is that its address?",
                          args.server, type(exc).__name__, exc)
             return EXIT_FAILED
@@ -283,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     args.job_succeeded = False
+    if args.out is None:
+        args.out = default_out(Path.cwd())
+        logger.info("No --out given: the portrait goes to %s", args.out)
     problem = check_request(args)
     if problem:
         logger.error(problem)
@@ -325,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s appeared while generating; not overwritten (pass --force).", args.out)
             return EXIT_BAD_ARGS
         args.job_succeeded = True
-    logger.info("Wrote %s", args.out)
+    logger.info("Wrote %s", args.out.resolve())
     return 0
 
 

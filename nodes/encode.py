@@ -6,10 +6,17 @@ from comfy_api.latest import io
 
 from ..faceclip_core import OFFICIAL_NEGATIVE, average_identity
 from .conditioning import sdxl_conditioning
-from .progress import progress_callback
+from .progress import progress_callback, show_on_node
 from .types import FaceCLIP, Faces
 
 IDENTITY_MODES = ("per_face", "average")
+
+
+def show_cuts(model, texts: dict[str, str], node_id: str | None, **options) -> None:
+    """Say on the node which texts the encoder cuts (the server log has it too, where few look)."""
+    notices = model.cut_notices(texts, **options)
+    if notices:
+        show_on_node("\n".join(notices), node_id)
 
 
 class FaceCLIPEncode(io.ComfyNode):
@@ -37,10 +44,13 @@ class FaceCLIPEncode(io.ComfyNode):
             ],
             outputs=[io.Conditioning.Output(display_name="positive"),
                      io.Conditioning.Output(display_name="negative")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, faceclip, faces, prompt: str, negative: str, identity: str) -> io.NodeOutput:
+        show_cuts(faceclip, {"prompt": prompt, "negative prompt": negative}, cls.hidden.unique_id,
+                  with_face={"prompt"} if faces.has_face.any() else ())
         crops = torch.from_numpy(faces.crops_float()).permute(0, 3, 1, 2)
         mask = torch.from_numpy(faces.has_face)
         embeddings, pooled = faceclip.encode(crops, [prompt] * len(faces), mask, between=progress_callback(len(faces)))
@@ -66,9 +76,11 @@ class FaceCLIPTextEncode(io.ComfyNode):
                                 tooltip="The prompt. FaceCLIP reads at most 77 tokens; longer text is cut."),
             ],
             outputs=[io.Conditioning.Output(tooltip="SDXL conditioning for KSampler (FaceCLIP's UNet).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, faceclip, text: str) -> io.NodeOutput:
+        show_cuts(faceclip, {"text": text}, cls.hidden.unique_id)
         embeddings, pooled = faceclip.encode_text([text])
         return io.NodeOutput(sdxl_conditioning(embeddings, pooled))

@@ -9,7 +9,7 @@ the memory; every weight sits in an operations layer, so partial loads, --lowvra
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import torch
 
 from ..faceclip_core import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES, load_encoder, load_facet5_encoder
 from ..faceclip_core.facet5 import find_t5_tokenizer
+from ..faceclip_core.facet5.tokenizer import cut_notices as facet5_cut_notices
+from ..faceclip_core.sdxl.encoder import cut_notices as sdxl_cut_notices
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,11 @@ class FaceCLIPModel(ManagedEncoder):
         return self.encoder.encode(faces, prompts, face_mask, device=self.load_device,
                                    output_device=mm.intermediate_device(), chunk_size=CHUNK_SIZE, between=between)
 
+    def cut_notices(self, texts: Mapping[str, str], with_face: Collection[str] = ()) -> list[str]:
+        """What to tell the user about each named text FaceCLIP cuts (77 tokens, with the identity prefix for
+        the texts named in ``with_face``)."""
+        return sdxl_cut_notices(texts, with_face)
+
     def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The face-free path (zero face, no identity prefix), as FaceCLIP encodes its negative prompt."""
         n = len(prompts)
@@ -100,6 +107,10 @@ class FaceT5Model(ManagedEncoder):
         mm.load_models_gpu([self.patcher])
         return self.encoder.encode(faces, prompts, device=self.load_device, output_device=mm.intermediate_device(),
                                    chunk_size=CHUNK_SIZE, between=between)
+
+    def cut_notices(self, texts: Mapping[str, str]) -> list[str]:
+        """What to tell the user about each named text FaceT5 cuts (512 T5 tokens)."""
+        return facet5_cut_notices(texts, self.encoder.t5_tokenizer)
 
     def encode_text(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The face-free path (a zero face, as the official script encodes its negative): one row per prompt.

@@ -7,10 +7,11 @@ from comfy_api.latest import io
 
 from ..faceclip_core import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES, average_identity
 from ..faceclip_core.facet5 import FACET5_GUIDANCE, FACET5_NEGATIVE
+from ..faceclip_core.file_kinds import FACET5
 from .conditioning import flux_conditioning
-from .encode import IDENTITY_MODES
+from .encode import IDENTITY_MODES, show_cuts
 from .faceclip_model import DEVICES, FaceT5Model
-from .folders import FACECLIP
+from .folders import FACECLIP, encoder_files
 from .progress import progress_callback
 from .types import Faces, FaceT5
 
@@ -27,7 +28,7 @@ class FaceCLIPFaceT5Loader(io.ComfyNode):
                         "with a face). It replaces FLUX's text encoders: wire it into FaceT5 Encode and use "
                         "FaceT5's own FLUX DiT (dit.pt) with core Load Diffusion Model.",
             inputs=[
-                io.Combo.Input("encoder_name", options=folder_paths.get_filename_list(FACECLIP),
+                io.Combo.Input("encoder_name", options=encoder_files(FACET5),
                                tooltip="FaceT5 weights in models/faceclip (convert the official "
                                        "face_t5_encoder.pt with `python -m faceclip_core.convert`)."),
                 io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES, *FP8_WEIGHT_DTYPES],
@@ -78,11 +79,13 @@ class FaceCLIPFaceT5Encode(io.ComfyNode):
             ],
             outputs=[io.Conditioning.Output(display_name="positive"),
                      io.Conditioning.Output(display_name="negative")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, facet5, faces, prompt: str, negative: str = FACET5_NEGATIVE,
                 identity: str = "per_face") -> io.NodeOutput:
+        show_cuts(facet5, {"prompt": prompt, "negative prompt": negative}, cls.hidden.unique_id)
         # text_only slots of Prepare Faces are zero crops: the official face-free encoding (FaceT5 reads no mask)
         crops = torch.from_numpy(faces.crops_float()).permute(0, 3, 1, 2)
         embeds, pooled = facet5.encode(crops, [prompt] * len(faces), between=progress_callback(len(faces)))

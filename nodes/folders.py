@@ -13,6 +13,7 @@ from pathlib import Path
 import folder_paths
 
 from ..faceclip_core.atomic import atomic_path
+from ..faceclip_core.file_kinds import order_for_loader
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ def register_model_folders() -> None:
         paths, known_ext = folder_paths.folder_names_and_paths.get(name, ([], set()))
         paths = [*paths, *([default] if default not in paths else [])]
         folder_paths.folder_names_and_paths[name] = (paths, set(known_ext) | extensions)
+
+
+def encoder_files(kind: str) -> list[str]:
+    """The files in models/faceclip for a loader of ``kind`` (faceclip_core.file_kinds): its own kind first, so a
+    freshly added node defaults to a file it can load (the SDXL and FaceT5 encoders share the folder)."""
+    names = folder_paths.get_filename_list(FACECLIP)
+    return order_for_loader(kind, [(n, folder_paths.get_full_path(FACECLIP, n)) for n in names])
 
 
 def embeddings_dir() -> Path:

@@ -6,8 +6,9 @@ from comfy_api.latest import io
 
 from ..faceclip_core import WEIGHT_DTYPES
 from ..faceclip_core.faces import AUTO_PACK, PROVIDER_CHOICES, list_model_packs, load_face_models
+from ..faceclip_core.file_kinds import FACECLIP_SDXL
 from .faceclip_model import DEVICES, FaceCLIPModel
-from .folders import FACECLIP, INSIGHTFACE
+from .folders import FACECLIP, INSIGHTFACE, encoder_files
 from .types import FaceCLIP, FaceModels
 
 
@@ -22,7 +23,7 @@ class FaceCLIPLoader(io.ComfyNode):
             description="Loads the FaceCLIP-SDXL joint face+text encoder. It replaces SDXL's text encoders: wire "
                         "its output into FaceCLIP Encode / FaceCLIP Text Encode, and use FaceCLIP's own SDXL UNet.",
             inputs=[
-                io.Combo.Input("encoder_name", options=folder_paths.get_filename_list(FACECLIP),
+                io.Combo.Input("encoder_name", options=encoder_files(FACECLIP_SDXL),
                                tooltip="Encoder weights in models/faceclip (convert the official "
                                        "face_clip_encoder.pt with `python -m faceclip_core.convert`)."),
                 io.Combo.Input("weight_dtype", options=["auto", *WEIGHT_DTYPES], default="auto",

@@ -24,6 +24,17 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return step
 
 
+def show_on_node(text: str, node_id: str | None) -> None:
+    """``text`` on the node itself (ComfyUI's progress text, which the frontend draws on the node until the next
+    run), for what the user must see without reading the server log."""
+    try:
+        from server import PromptServer
+    except ImportError:  # pragma: no cover - always there inside ComfyUI
+        return
+    if node_id is not None and PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
@@ -44,12 +55,7 @@ class TrainingProgress:
         self._last: tuple[int, float] | None = None
 
     def _show(self, text: str) -> None:
-        try:
-            from server import PromptServer
-        except ImportError:  # pragma: no cover - always there inside ComfyUI
-            return
-        if self.node_id is not None and PromptServer.instance is not None:
-            PromptServer.instance.send_progress_text(text, self.node_id)
+        show_on_node(text, self.node_id)
 
     def announce(self, estimate: str) -> None:
         """What the run will take, said before its first step."""

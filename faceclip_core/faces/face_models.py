@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import require_finite
 from .detect import DetectionConfig, FaceDetector, load_detector_file
 from .errors import FaceModelError
 from .model_packs import find_model_pack
@@ -41,6 +42,7 @@ def load_face_models(roots: Sequence[str | os.PathLike], pack: str = "antelopev2
                      det_size: int = 640, threshold: float = 0.5) -> FaceModels:
     """Detector (required) and recognizer (when the pack has one) of ``pack`` under ``roots``; the pack is found
     and its files inspected once."""
+    require_finite(threshold=threshold)  # before the pack is read: NaN passes ComfyUI's min/max check
     info = find_model_pack(roots, pack, with_recognizer=True)
     detector = load_detector_file(info.detector, provider, pack=info)
     recognizer = load_recognizer_file(info.recognizer, provider, pack=info) if info.recognizer else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ..checkpoint_io import (
 )
 from ..dtypes import FP8_WEIGHT_DTYPES, WEIGHT_DTYPES
 from ..errors import FaceCLIPStateDictError, FaceCLIPWeightsError
+from ..file_kinds import FACET5, wrong_file_hint
 from ..layers import store_linear_weights
 from ..sdxl.loader import infer_face_vit_config
 from ..sdxl.text_tower import TextTowerConfig
@@ -55,20 +55,13 @@ def check_signature(sd: Mapping[str, torch.Tensor]) -> None:
     if not missing:
         return
     sample = ", ".join(sorted(sd)[:4]) or "no keys at all"
-    hint = ""
-    if any(k.startswith(("face_clip_l.", "face_clip_g.")) for k in sd):
-        hint = (" It is a FaceCLIP-SDXL encoder (face_clip_encoder.pt): load it with the \"Load FaceCLIP\" node "
-                "(faceclip_core.load_encoder), not \"Load FaceT5\".")
-    elif any(k.startswith(("transformer_blocks.", "single_transformer_blocks.", "double_blocks.",
-                           "model.diffusion_model.")) for k in sd):
-        hint = " It looks like a FLUX diffusion model (FaceT5's dit.pt): load it with ComfyUI's UNETLoader."
-    elif any(re.match(r"^(encoder\.block\.\d+\.layer\.|shared\.weight$)", k) for k in sd):
-        hint = " It looks like a stock T5 text encoder; FaceT5 ships its own T5 inside face_t5_encoder.pt."
-    elif any(k.startswith("text_model.") for k in sd):
-        hint = " It looks like a stock CLIP text encoder; FaceT5 ships its own CLIP-L inside face_t5_encoder.pt."
+    # the actionable sentence first (which file this is, which node loads it), the key lists after
+    first = wrong_file_hint(sd, FACET5) or (
+        "this file is not a FaceT5-FLUX encoder: pick face_t5_encoder.pt (or its .safetensors conversion, "
+        "`python -m faceclip_core.convert`) in the \"Load FaceT5\" node.")
     raise FaceCLIPStateDictError(
-        f"not a {MODEL} state dict: expected keys under encoder_1.* (CLIP-L) and encoder_2.* (face ViT, T5, fuser), "
-        f"as in face_t5_encoder.pt; found keys like {sample}.{hint}", missing=missing)
+        f"{first} Not a {MODEL} state dict: expected keys under encoder_1.* (CLIP-L) and encoder_2.* (face ViT, T5, "
+        f"fuser), as in face_t5_encoder.pt; found keys like {sample}", missing=missing)
 
 
 # ---- architecture inference ------------------------------------------------------------------------------------

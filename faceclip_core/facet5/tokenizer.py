@@ -15,14 +15,14 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from ..errors import FaceCLIPError, require
-from ..sdxl.tokenizer import HF_CLIP, TokenizedBatch, check_prompts, tokenize_batch
+from ..sdxl.tokenizer import HF_CLIP, TokenizedBatch, check_prompts, cut_notice, tokenize_batch
 from .config import T5_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,20 @@ def tokenize_t5(texts: Sequence[str], tokenizer_json: str | os.PathLike | None =
     return batch.ids
 
 
+def cut_notices(texts: Mapping[str, str], tokenizer_json: str | os.PathLike | None = None,
+                comfy_root: str | os.PathLike | None = None) -> list[str]:
+    """One notice per named text longer than the 512 T5 tokens FaceT5 reads. CLIP-L's 77 are not a cut worth
+    saying: T5 reads the whole prompt, CLIP-L gives only FLUX's pooled summary, and the official pipeline cuts
+    it the same way (the shipped negative alone is 109 CLIP-L tokens)."""
+    batch = get_t5_tokenizer(tokenizer_json, comfy_root)(list(texts.values()))
+    return [cut_notice(name, n, T5_LENGTH, "FaceT5's T5") for name, n in zip(texts, batch.lengths, strict=True)
+            if n > T5_LENGTH]
+
+
 def tokenize_clip(texts: Sequence[str]) -> torch.Tensor:
-    """Official FaceT5 CLIP-L ids, int64 [B, 77]: BOS, BPE ids, EOS, padded with EOS (Hugging Face conventions)."""
-    return tokenize_batch(texts, warn_label="FaceT5 CLIP-L prompt", conventions=HF_CLIP).ids
+    """Official FaceT5 CLIP-L ids, int64 [B, 77]: BOS, BPE ids, EOS, padded with EOS (Hugging Face conventions).
+    A longer prompt is cut as FLUX's pipeline cuts it, logged at debug level only (see :func:`cut_notices`)."""
+    return tokenize_batch(texts, warn_label="FaceT5 CLIP-L prompt", conventions=HF_CLIP, cut_level=logging.DEBUG).ids
 
 
 def tokenize(texts: Sequence[str], tokenizer_json: str | os.PathLike | None = None,

@@ -6,7 +6,7 @@ embeddings [B, 77, 2048] (L fused 768 | G fused 1280) and pooled [B, 1280] (G ln
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..layers import ops_or_default, positions
 from .face_vit import FaceViT, FaceViTConfig
 from .fuser import Fuser, FuserConfig
 from .text_tower import TextTowerConfig, build_text_tower, run_text_tower
-from .tokenizer import check_prompts, tokenize_batch
+from .tokenizer import CONTEXT_LENGTH, check_prompts, cut_notice, get_tokenizer, tokenize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,17 @@ OFFICIAL_NEGATIVE = (
     "nude, worst quality, low quality, normal quality, nsfw, abstract, glitch, deformed, mutated, ugly, "
     "disfigured, text, watermark, bad hands, error, jpeg artifacts, blurry, missing fingers, poorly drawn face, "
     "ugly eyes, imperfect eyes, deformed pupils, deformed iris, bad anatomy")
+
+
+def cut_notices(texts: Mapping[str, str], with_face: Collection[str] = ()) -> list[str]:
+    """One notice per named text longer than FaceCLIP's 77 tokens (start and end included); the texts named in
+    ``with_face`` are counted with the identity prefix FaceCLIP puts before a prompt that has a face."""
+    tokenizer = get_tokenizer()
+    full = [ID_PREFIX + text if name in with_face else text for name, text in texts.items()]
+    lengths = tokenizer(check_prompts(full)).lengths
+    prefix = f" with FaceCLIP's identity prefix ({len(tokenizer.encode(ID_PREFIX))} tokens)"
+    return [cut_notice(name, n, CONTEXT_LENGTH, "FaceCLIP", prefix if name in with_face else "")
+            for name, n in zip(texts, lengths, strict=True) if n > CONTEXT_LENGTH]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..errors import FaceCLIPStateDictError, FaceCLIPWeightsError
 from .checkpoint_layout import official_layout, read_dtype, to_module_state_dict
 from .encoder import BRANCHES, BranchConfig, EncoderConfig, FaceCLIPEncoder
 from .face_vit import FaceViTConfig
+from .file_kinds import FACECLIP_SDXL, wrong_file_hint
 from .fuser import FuserConfig
 from .text_tower import TextTowerConfig
 from .tokenizer import get_tokenizer
@@ -53,17 +54,13 @@ def check_signature(sd: Mapping[str, torch.Tensor]) -> None:
     if not missing:
         return
     sample = ", ".join(sorted(sd)[:4]) or "no keys at all"
-    hint = ""
-    if any(k.startswith(FACET5_KEY_PREFIXES) for k in sd):
-        hint = (" It is a FaceT5-FLUX encoder (face_t5_encoder.pt, FaceCLIP's FLUX variant): load it with the "
-                "\"Load FaceT5\" node (faceclip_core.load_facet5_encoder), not \"Load FaceCLIP\".")
-    elif any(k.startswith(("down_blocks.", "input_blocks.", "model.diffusion_model.")) for k in sd):
-        hint = " It looks like a UNet: load it with ComfyUI's UNet loader instead."
-    elif any("text_model." in k for k in sd):
-        hint = " It looks like a stock CLIP text encoder; FaceCLIP ships its own towers in face_clip_encoder.pt."
+    # the actionable sentence first (which file this is, which node loads it), the key lists after
+    first = wrong_file_hint(sd, FACECLIP_SDXL) or (
+        "this file is not a FaceCLIP-SDXL encoder: pick face_clip_encoder.pt (or its .safetensors conversion, "
+        "`python -m faceclip_core.convert`) in the \"Load FaceCLIP\" node.")
     raise FaceCLIPStateDictError(
-        "not a FaceCLIP-SDXL encoder state dict: expected keys under face_clip_l.* and face_clip_g.* (as in "
-        f"face_clip_encoder.pt); found keys like {sample}.{hint}", missing=missing)
+        f"{first} Not a FaceCLIP-SDXL encoder state dict: expected keys under face_clip_l.* and face_clip_g.* (as "
+        f"in face_clip_encoder.pt); found keys like {sample}", missing=missing)
 
 
 def infer_face_vit_config(sd: Mapping[str, torch.Tensor], prefix: str, feature_head: bool = True) -> FaceViTConfig:

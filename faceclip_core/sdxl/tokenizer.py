@@ -217,14 +217,21 @@ def check_prompts(texts: object, what: str = "prompts") -> list[str]:
 
 
 def tokenize_batch(texts: Sequence[str], warn_label: str = "prompt",
-                   conventions: Conventions = OPEN_CLIP) -> TokenizedBatch:
-    """Tokenize, logging a warning for each row that had to be truncated."""
+                   conventions: Conventions = OPEN_CLIP, cut_level: int = logging.WARNING) -> TokenizedBatch:
+    """Tokenize, logging (at ``cut_level``) each row that had to be truncated."""
     batch = get_tokenizer()(check_prompts(texts), conventions=conventions)
     for i, n in enumerate(batch.lengths):
         if n > CONTEXT_LENGTH:
-            logger.warning("FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
+            logger.log(cut_level, "FaceCLIP: %s %d is %d tokens long; only the first %d are used (official truncation, "
                         "the last kept token becomes end-of-text)", warn_label, i, n, CONTEXT_LENGTH)
     return batch
+
+
+def cut_notice(name: str, length: int, limit: int, reader: str, counted: str = "") -> str:
+    """What a user reads on the node when the text ``name`` (prompt, negative) is longer than its encoder reads;
+    ``counted`` says what the length includes besides the user's text."""
+    return (f"Shorten the {name}: it is {length} tokens long{counted}, and {reader} reads only the first {limit}; "
+            "the rest is ignored.")
 
 
 def tokenize(texts: Sequence[str] | str) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import logging
 import threading
 from pathlib import Path
 
@@ -193,3 +194,44 @@ def test_the_facet5_files_are_opt_in_and_converted(hub, tmp_path):
     assert flux_dit.check_state_dict(load_file(str(dit))) == cfg  # diffusers names kept for ComfyUI's UNETLoader
     assert not (models / ".faceclip_downloads" / "dit.pt").exists()  # originals removed after converting
     assert download(hub, models, "facet5_dit") == 0  # there already: skipped
+
+
+def test_an_unreachable_host_is_said_in_words(tmp_path, caplog):
+    from faceclip_headless.server import free_port
+
+    port = free_port()  # nothing listens there
+    assert main(["--models-dir", str(tmp_path), "--only", "vae", "--base-url", f"http://127.0.0.1:{port}"]) == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith(f"vae: cannot reach 127.0.0.1:{port}: connection refused"), line
+    assert "Errno" not in line and "urlopen" not in line and "Error" not in line
+
+
+def test_a_dropped_connection_is_said_in_words_and_resumes(hub, tmp_path, caplog):
+    hub.publish(repo_path("vae"), bytes(range(256)) * 40000)
+    hub.cut_next_download_at = 3_000_000
+    assert download(hub, tmp_path, "vae") == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("vae: sdxl_vae.safetensors: ") and line.endswith("run the command again to resume")
+    assert "Error" not in line and "Errno" not in line, line
+
+
+def _reminders(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "yourself" in r.getMessage()]
+
+
+def test_reminders_name_only_the_files_that_are_missing(hub, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    (tmp_path / "faceclip").mkdir()
+    (tmp_path / "faceclip" / "facet5_encoder.safetensors").write_bytes(b"there already")  # skipped, no network
+    run = ["--models-dir", str(tmp_path), "--only", "facet5_encoder", "--base-url", hub.url]
+    assert main(run) == 0
+    flux_vae, pack = _reminders(caplog)
+    assert "ae.safetensors" in flux_vae and "antelopev2" in pack
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "ae.safetensors").write_bytes(b"placeholder")
+    (tmp_path / "insightface" / "buffalo_l").mkdir(parents=True)  # either pack will do
+    (tmp_path / "insightface" / "buffalo_l" / "det_10g.onnx").write_bytes(b"placeholder")
+    caplog.clear()
+    assert main(run) == 0
+    assert _reminders(caplog) == []

@@ -67,7 +67,10 @@ def test_refuses_state_dict_of_another_model():
     with pytest.raises(FaceCLIPStateDictError) as info:
         faceclip_core.load_encoder(other)
     msg = str(info.value)
-    assert "not a FaceCLIP-SDXL encoder" in msg and "face_clip_l.token_embedding.weight" in msg and "UNet" in msg
+    # what to do comes first; the key lists after it
+    assert msg.startswith("this file is a UNet (diffusion model): load it with ComfyUI's Load Diffusion Model node, "
+                          'not the "Load FaceCLIP" node.')
+    assert "Not a FaceCLIP-SDXL encoder" in msg and "face_clip_l.token_embedding.weight" in msg
     assert "face_clip_g.positional_embedding" in info.value.missing
 
 

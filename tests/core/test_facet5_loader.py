@@ -130,7 +130,9 @@ def test_refuses_the_sdxl_encoder_and_names_its_node():
     with pytest.raises(FaceCLIPStateDictError) as info:
         faceclip_core.load_facet5_encoder(sdxl_state_dict())
     msg = str(info.value)
-    assert "not a FaceT5-FLUX encoder" in msg and "FaceCLIP-SDXL encoder" in msg and '"Load FaceCLIP"' in msg
+    assert msg.startswith('this file is a FaceCLIP-SDXL encoder (face_clip_encoder.pt): load it with the "Load '
+                          'FaceCLIP" node, not the "Load FaceT5" node.')
+    assert "Not a FaceT5-FLUX encoder" in msg
     assert "face_clip_g." in msg  # what was found
     assert "encoder_2.t5_encoder.embed_tokens.weight" in info.value.missing
 
@@ -140,7 +142,9 @@ def test_sdxl_loader_refuses_a_facet5_file_and_names_its_node(tmp_path):
         with pytest.raises(FaceCLIPStateDictError) as info:
             faceclip_core.load_encoder(source)
         msg = str(info.value)
-        assert "not a FaceCLIP-SDXL encoder" in msg and "FaceT5-FLUX encoder" in msg and '"Load FaceT5"' in msg
+        assert msg.startswith("this file is a FaceT5-FLUX encoder (face_t5_encoder.pt, FaceCLIP's FLUX variant): "
+                              'load it with the "Load FaceT5" node, not the "Load FaceCLIP" node.')
+        assert "Not a FaceCLIP-SDXL encoder" in msg
     path = tmp_path / "face_t5_encoder.safetensors"
     save_file(fixture_state_dict(), str(path))
     with pytest.raises(FaceCLIPStateDictError, match='"Load FaceT5"'):
@@ -150,18 +154,34 @@ def test_sdxl_loader_refuses_a_facet5_file_and_names_its_node(tmp_path):
 def test_refuses_a_random_safetensors(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3), "time_embed.0.weight": torch.zeros(8, 4)}, str(path))
-    with pytest.raises(FaceCLIPStateDictError, match=r"not a FaceT5-FLUX encoder.*found keys like conv_in\.weight"):
+    with pytest.raises(FaceCLIPStateDictError) as info:
         faceclip_core.load_facet5_encoder(path)
+    msg = str(info.value)
+    assert msg.startswith('this file is not a FaceT5-FLUX encoder: pick face_t5_encoder.pt')
+    assert msg.index('"Load FaceT5"') < msg.index("found keys like conv_in.weight") < msg.index("missing key(s)")
 
 
-@pytest.mark.parametrize("keys,hint", [
-    (["transformer_blocks.0.attn.to_q.weight", "x_embedder.weight"], "UNETLoader"),
-    (["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"], "stock T5"),
-    (["text_model.embeddings.token_embedding.weight"], "stock CLIP"),
+@pytest.mark.parametrize("keys,first", [
+    (["transformer_blocks.0.attn.to_q.weight", "x_embedder.weight"],
+     "this file is a FLUX diffusion model (such as FaceT5's dit.pt): load it with ComfyUI's Load Diffusion Model"),
+    (["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
+     "this file is a stock T5 text encoder: load it with ComfyUI's Load CLIP node"),
+    (["text_model.embeddings.token_embedding.weight"],
+     "this file is a stock CLIP text encoder: load it with ComfyUI's Load CLIP node"),
+    (["model.diffusion_model.input_blocks.0.0.weight", "conditioner.embedders.0.transformer.text_model.x.weight",
+      "first_stage_model.encoder.down.0.block.0.conv1.weight"],
+     "this file is a Stable Diffusion / SDXL checkpoint (UNet, text encoders and VAE in one file): load it with "
+     "ComfyUI's Load Checkpoint node"),
+    (["lora_unet_input_blocks_4_1_proj_in.lora_down.weight", "lora_te1_text_model_encoder_layers_0.alpha"],
+     "this file is a LoRA: load it with ComfyUI's Load LoRA node"),
+    (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"],
+     "this file is a VAE: load it with ComfyUI's Load VAE node"),
 ])
-def test_refusal_hints_for_other_models(keys, hint):
-    with pytest.raises(FaceCLIPStateDictError, match=hint):
-        faceclip_core.load_facet5_encoder({k: torch.zeros(2, 2) for k in keys})
+@pytest.mark.parametrize("load", [faceclip_core.load_facet5_encoder, faceclip_core.load_encoder])
+def test_refusal_of_other_models_says_first_which_node_loads_them(keys, first, load):
+    with pytest.raises(FaceCLIPStateDictError) as info:
+        load({k: torch.zeros(2, 2) for k in keys})
+    assert str(info.value).startswith(first)
 
 
 def test_reports_missing_unexpected_and_wrong_shape_keys():

@@ -142,3 +142,26 @@ def test_bad_prompts(bad):
         tokenize_t5(bad, t5_tokenizer_json())
     with pytest.raises(FaceCLIPInputError):
         tokenize_clip(bad)
+
+
+def test_the_official_negative_is_cut_only_where_flux_cuts_it_and_nobody_is_warned(caplog):
+    """The shipped negative is 109 CLIP-L tokens: CLIP-L (the pooled summary) reads 77 as the official FLUX
+    pipeline does, T5 reads it whole. That is no warning; a prompt T5 cuts is one."""
+    from faceclip_core.facet5 import FACET5_NEGATIVE
+
+    assert get_tokenizer()([FACET5_NEGATIVE]).lengths[0] > 77  # the case that used to warn on every run
+    with caplog.at_level("DEBUG"):
+        tokenize(["A woman, smiling", FACET5_NEGATIVE], t5_tokenizer_json())
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+    from faceclip_core.facet5.tokenizer import cut_notices
+    assert cut_notices({"negative prompt": FACET5_NEGATIVE}, t5_tokenizer_json()) == []
+
+    long_prompt = ", ".join(f"detail number {i}" for i in range(150))
+    n = get_t5_tokenizer(t5_tokenizer_json())([long_prompt]).lengths[0]
+    assert n > 512
+    assert cut_notices({"prompt": long_prompt, "negative prompt": FACET5_NEGATIVE}, t5_tokenizer_json()) == [
+        f"Shorten the prompt: it is {n} tokens long, and FaceT5's T5 reads only the first 512; the rest is ignored."]
+    with caplog.at_level("WARNING"):
+        tokenize_t5([long_prompt], t5_tokenizer_json())
+    assert "only the first 512 are used" in caplog.text  # the log keeps saying it too

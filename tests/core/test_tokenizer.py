@@ -58,3 +58,16 @@ def test_non_ascii_and_batches():
 def test_bad_inputs(bad):
     with pytest.raises(faceclip_core.FaceCLIPInputError):
         faceclip_core.tokenize(bad)
+
+
+def test_cut_notices_count_the_identity_prefix_of_a_prompt_with_a_face():
+    from faceclip_core import OFFICIAL_NEGATIVE
+    from faceclip_core.encoder import cut_notices
+
+    fits_alone = "x " * 75  # 75 + start + end = 77: fits without the prefix, not with it
+    assert cut_notices({"prompt": fits_alone, "negative prompt": OFFICIAL_NEGATIVE}) == []
+    assert cut_notices({"prompt": fits_alone}, with_face={"prompt"}) == [
+        "Shorten the prompt: it is 83 tokens long with FaceCLIP's identity prefix (6 tokens), and FaceCLIP reads "
+        "only the first 77; the rest is ignored."]
+    assert cut_notices({"text": "x " * 76}) == [
+        "Shorten the text: it is 78 tokens long, and FaceCLIP reads only the first 77; the rest is ignored."]

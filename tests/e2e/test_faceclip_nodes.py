@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from faceclip_core import OFFICIAL_NEGATIVE
 from faceclip_headless.client import ComfyClient
 from tests.e2e.graphs import face_graph, shapes
 from tests.harness.fake_insightface import MarkerFace, scene, upload_scenes
@@ -143,7 +145,8 @@ def test_missing_and_wrong_model_files_are_clear_errors(client, photos, comfy_ba
     try:
         result = client.run(face_graph(photos["one_face.png"], encoder=wrong.name))
         assert result.status == "error" and result.error["node_id"] == "faceclip"
-        assert "FaceCLIP" in result.error["exception_message"]
+        assert result.error["exception_message"].startswith(
+            'this file is a VAE: load it with ComfyUI\'s Load VAE node, not the "Load FaceCLIP" node.')
     finally:
         wrong.unlink()
 
@@ -222,3 +225,40 @@ def test_face_similarity_without_a_recognizer_says_what_is_needed(client, photos
         assert "recognition model" in result.error["exception_message"]
     finally:
         shutil.rmtree(pack)
+
+
+LONG_PROMPT = "A woman in a red coat, " + ", ".join(f"detail {i}" for i in range(40))  # ~120 CLIP tokens
+
+
+def test_a_prompt_cut_to_77_tokens_is_said_on_the_node(client, photos):
+    graph = face_graph(photos["one_face.png"], prompt=LONG_PROMPT, seed=21)
+    graph["text"] = {"class_type": "FaceCLIPTextEncode", "inputs": {"faceclip": ["faceclip", 0], "text": LONG_PROMPT}}
+    graph["text_shapes"] = {"class_type": "FaceCLIPTest_ConditioningShapes", "inputs": {"conditioning": ["text", 0]}}
+    result = client.run(graph)
+    assert result.ok, result.describe_error()
+    (said,) = result.node_texts("encode")  # what the frontend draws on the node, as the websocket carries it
+    assert re.fullmatch(r"Shorten the prompt: it is \d+ tokens long with FaceCLIP's identity prefix \(6 tokens\), "
+                        r"and FaceCLIP reads only the first 77; the rest is ignored\.", said), said
+    # (the negative, "blurry", fits: not named)
+    (said,) = result.node_texts("text")
+    assert re.fullmatch(r"Shorten the text: it is \d+ tokens long, and FaceCLIP reads only the first 77; the rest "
+                        r"is ignored\.", said), said
+
+
+def test_prompts_that_fit_and_the_official_negative_say_nothing_on_the_node(client, photos):
+    graph = face_graph(photos["one_face.png"], prompt="A woman in a red coat, smiling", seed=22)
+    graph["encode"]["inputs"]["negative"] = OFFICIAL_NEGATIVE  # the node's default
+    result = client.run(graph)
+    assert result.ok, result.describe_error()
+    assert "encode" in result.executed and result.node_texts("encode") == []
+
+
+def test_a_float_input_refuses_nan_by_name(client, photos):
+    """ComfyUI's min/max check lets NaN through (every comparison with it is false; an infinity it refuses
+    itself); the node names the input. The API prompt carries the bare JSON NaN that Python's json writes."""
+    graph = face_graph(photos["one_face.png"], seed=31)
+    graph["detector"]["inputs"]["threshold"] = float("nan")
+    result = client.run(graph)
+    assert result.status == "error" and result.error["node_id"] == "detector", result.describe_error()
+    assert result.error["exception_message"].startswith(
+        "threshold is nan: enter a finite number"), result.error["exception_message"]

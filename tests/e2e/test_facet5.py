@@ -7,6 +7,7 @@ are [B,512,64] / [B,128] here. What the DiT receives is recorded inside the samp
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import numpy as np
@@ -184,7 +185,10 @@ def test_a_text_only_row_is_the_official_face_free_encoding(client, photos, comf
 def test_each_encoder_file_given_to_the_other_loader_names_the_right_loader(client, photos, comfy_base):
     sdxl_to_t5 = client.run(encode_only(facet5_graph(photos["t5_face_a.png"], name="t5_wrong", encoder=TINY_FACECLIP)))
     assert sdxl_to_t5.status == "error" and sdxl_to_t5.error["node_id"] == "facet5"
-    assert '"Load FaceCLIP"' in sdxl_to_t5.error["exception_message"]
+    # what to do comes first, the key lists after
+    assert sdxl_to_t5.error["exception_message"].startswith(
+        'this file is a FaceCLIP-SDXL encoder (face_clip_encoder.pt): load it with the "Load FaceCLIP" node, not '
+        'the "Load FaceT5" node.')
 
     t5_to_sdxl = client.run({
         "faceclip": {"class_type": "FaceCLIPLoader",
@@ -193,14 +197,18 @@ def test_each_encoder_file_given_to_the_other_loader_names_the_right_loader(clie
         "shapes": {"class_type": "FaceCLIPTest_ConditioningShapes", "inputs": {"conditioning": ["encode", 0]}},
     })
     assert t5_to_sdxl.status == "error" and t5_to_sdxl.error["node_id"] == "faceclip"
-    assert '"Load FaceT5"' in t5_to_sdxl.error["exception_message"]
+    assert t5_to_sdxl.error["exception_message"].startswith(
+        "this file is a FaceT5-FLUX encoder (face_t5_encoder.pt, FaceCLIP's FLUX variant): load it with the "
+        '"Load FaceT5" node, not the "Load FaceCLIP" node.')
 
     # FaceT5's DiT put into the faceclip folder by mistake: sent to the core loader
     dit = comfy_base / "models" / "faceclip" / "dit_by_mistake.safetensors"
     shutil.copy(comfy_base / "models" / "diffusion_models" / FLUX_DIT_NAME, dit)
     try:
         wrong = client.run(encode_only(facet5_graph(photos["t5_face_a.png"], name="t5_dit", encoder=dit.name)))
-        assert wrong.status == "error" and "UNETLoader" in wrong.error["exception_message"]
+        assert wrong.status == "error" and wrong.error["exception_message"].startswith(
+            "this file is a FLUX diffusion model (such as FaceT5's dit.pt): load it with ComfyUI's Load Diffusion "
+            "Model node")
     finally:
         dit.unlink()
     assert client.run(encode_only(facet5_graph(photos["t5_face_a.png"], name="t5_after_errors"))).ok
@@ -229,10 +237,35 @@ def test_the_schemas_offer_what_the_help_pages_describe(client):
     loader, encode = info["FaceCLIPFaceT5Loader"], info["FaceCLIPFaceT5Encode"]
     assert loader["category"] == encode["category"] == "FaceCLIP"
     required = loader["input"]["required"]
-    assert TINY_FACET5 in required["encoder_name"][1]["options"]  # the faceclip folder, shared with Load FaceCLIP
+    # the faceclip folder is shared with Load FaceCLIP: each loader lists (and so defaults to) its own kind first
+    # (the folder also holds a copy of the SDXL encoder under the workflows' name, first alphabetically)
+    t5_options = required["encoder_name"][1]["options"]
+    assert t5_options[0] == TINY_FACET5 and t5_options.index(TINY_FACET5) < t5_options.index(TINY_FACECLIP)
+    sdxl_options = info["FaceCLIPLoader"]["input"]["required"]["encoder_name"][1]["options"]
+    assert sdxl_options.index(TINY_FACECLIP) < sdxl_options.index(TINY_FACET5)
     assert required["weight_dtype"][1]["options"] == ["auto", "fp32", "bf16", "fp16", "fp8_e4m3fn"]
     assert loader["output"] == ["FACECLIP_FACET5"] and encode["output"] == ["CONDITIONING", "CONDITIONING"]
     assert encode["output_name"] == ["positive", "negative"]
     assert encode["input"]["optional"]["negative"][1]["default"].startswith("digital painting, 3d render")
     for spec in (loader, encode):
         assert {"flux", "identity", "likeness", "portrait"} <= set(spec["search_aliases"])
+
+
+def test_a_prompt_cut_to_512_t5_tokens_is_said_on_the_node(client, photos):
+    long_prompt = PROMPT + ", " + ", ".join(f"detail number {i}" for i in range(150))  # ~900 T5 tokens
+    result = client.run(encode_only(facet5_graph(photos["t5_face_a.png"], prompt=long_prompt, name="t5_long")))
+    assert result.ok, result.describe_error()
+    (said,) = result.node_texts("encode")  # what the frontend draws on the node, as the websocket carries it
+    assert re.fullmatch(r"Shorten the prompt: it is \d+ tokens long, and FaceT5's T5 reads only the first 512; "
+                        r"the rest is ignored\.", said), said
+
+
+def test_the_official_negative_runs_without_a_warning(client, photos, comfy_server):
+    """The shipped negative is 109 CLIP-L tokens: CLIP-L (FLUX's pooled summary) reads 77 of them, as in the
+    official pipeline, while T5 reads it whole. Nothing to warn about, on the node or in the log."""
+    logged = len(comfy_server.log_text())
+    result = client.run(encode_only(facet5_graph(photos["t5_face_a.png"], prompt="A woman, smiling", name="t5_neg")))
+    assert result.ok, result.describe_error()
+    assert "encode" in result.executed and result.node_texts("encode") == []
+    new_log = comfy_server.log_text()[logged:]
+    assert "tokens long" not in new_log, new_log

@@ -19,9 +19,15 @@ MODEL_FILES = {
 }
 
 
-def run_main_job(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "faceclip_headless", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+def run_main_job(*args: str, timeout: float = 120, cwd: Path = REPO, home: Path | None = None
+                 ) -> subprocess.CompletedProcess:
+    """The command as the README runs it: from the pack's checkout (``cwd`` elsewhere: with the pack on
+    PYTHONPATH, as an installed copy would be)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if home is not None:
+        env["HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "faceclip_headless", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture
@@ -93,6 +99,30 @@ def test_portrait_through_a_running_server(comfy_server, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file for the user, not a private temp file
+
+
+def test_without_out_the_portrait_goes_to_the_current_folder_never_into_the_pack(comfy_server, tmp_path):
+    settings = ["--face", str(face_photo(tmp_path)), "--prompt", "A woman", "--server", comfy_server.url,
+                "--steps", "2", "--width", "64", "--height", "64"]
+    in_pack = REPO / "portrait.png"
+    there_before = in_pack.exists()
+    home, elsewhere = tmp_path / "home", tmp_path / "my_pictures"
+    home.mkdir()
+    elsewhere.mkdir()
+    try:
+        r = run_main_job(*settings, home=home)  # from the pack's checkout, as the README's command runs
+        assert r.returncode == 0, r.stderr
+        assert in_pack.exists() == there_before  # nothing written into the checkout
+        assert_png(home / "portrait.png", (64, 64))
+        assert f"No --out given: the portrait goes to {home / 'portrait.png'}" in r.stderr
+        assert f"Wrote {home / 'portrait.png'}" in r.stderr
+    finally:
+        if not there_before:
+            in_pack.unlink(missing_ok=True)
+    r = run_main_job(*settings, "--seed", "8", cwd=elsewhere, home=home)
+    assert r.returncode == 0, r.stderr
+    assert_png(elsewhere / "portrait.png", (64, 64))
+    assert f"Wrote {elsewhere / 'portrait.png'}" in r.stderr
 
 
 def test_flux_portrait_through_a_running_server(comfy_server, tmp_path):
@@ -208,7 +238,8 @@ def test_an_unreachable_server_is_named_as_such(photo, tmp_path):
     url = unreachable_url()
     r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"), "--server", url)
     assert r.returncode == 1
-    assert f"Cannot reach ComfyUI at {url}" in r.stderr and "missing" not in r.stderr
+    assert f"Cannot reach ComfyUI at {url}: connection refused" in r.stderr and "missing" not in r.stderr
+    assert "Error" not in r.stderr and "Errno" not in r.stderr, r.stderr  # in words, not an exception's repr
 
 
 def test_a_comfyui_without_the_pack_is_named_as_such(photo, tmp_path):
@@ -232,6 +263,8 @@ def test_a_comfyui_without_the_pack_is_named_as_such(photo, tmp_path):
     (["--on-no-face", "skip"], "with the one --face photo nothing would be left"),
     (["--on-no-face", "ignore"], "--on-no-face must be one of raise, text_only, got 'ignore'"),
     (["--face-threshold", "0"], "--face-threshold must be between 0.05 and 0.95"),
+    (["--server", "localhost:8461"], "--server localhost:8461 needs its scheme: add http:// (--server "
+                                     "http://localhost:8461)"),
 ])
 def test_bad_settings_are_refused_before_anything_is_contacted(photo, tmp_path, args, message):
     r = run_main_job("--face", str(photo), "--prompt", "A woman", "--out", str(tmp_path / "p.png"),
