@@ -62,7 +62,7 @@ def test_bad_inputs(bad):
 
 def test_cut_notices_count_the_identity_prefix_of_a_prompt_with_a_face():
     from faceclip_core import OFFICIAL_NEGATIVE
-    from faceclip_core.encoder import cut_notices
+    from faceclip_core.sdxl.encoder import cut_notices
 
     fits_alone = "x " * 75  # 75 + start + end = 77: fits without the prefix, not with it
     assert cut_notices({"prompt": fits_alone, "negative prompt": OFFICIAL_NEGATIVE}) == []
