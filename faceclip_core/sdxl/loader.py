@@ -27,10 +27,10 @@ from ..checkpoint_io import (
     strip_prefix,
 )
 from ..errors import FaceCLIPStateDictError, FaceCLIPWeightsError
+from ..file_kinds import FACECLIP_SDXL, wrong_file_hint
 from .checkpoint_layout import official_layout, read_dtype, to_module_state_dict
 from .encoder import BRANCHES, BranchConfig, EncoderConfig, FaceCLIPEncoder
 from .face_vit import FaceViTConfig
-from ..file_kinds import FACECLIP_SDXL, wrong_file_hint
 from .fuser import FuserConfig
 from .text_tower import TextTowerConfig
 from .tokenizer import get_tokenizer
