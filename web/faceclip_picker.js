@@ -7,8 +7,9 @@
 // Plain ES module for the frontend ComfyUI 0.30.0 ships (comfyui-frontend-package 1.47.12); no build step.
 // Data: the node's UI output key "faceclip_faces" (nodes/faces.py, PICKER_KEY): one entry per input photo,
 // PreparedImage.to_dict() {index, status, chosen, reason, ...} with faces [{index, score, box, thumbnail}].
-// When the node fails in a later run, the faces of the earlier run are removed and the failure is shown instead,
-// so the picker never offers faces of a photo that is no longer the input.
+// When the node fails in a later run, the faces and the annotated preview of the earlier run are removed and the
+// failure is shown instead, so the picker never offers faces of a photo that is no longer the input. This holds
+// inside a subgraph too: the server names such a node by its execution id ("13:7", node 7 inside subgraph node 13).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -78,8 +79,10 @@ function pick(node, index) {
   node.graph?.setDirtyCanvas?.(true, true);
   // The change tracker records a state on canvas mouse-up and key events; a click on this DOM widget is neither
   // (classic or Nodes 2.0), so record it here: one undo step, kept in the saved and the restored-on-reload
-  // workflow.
-  app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
+  // workflow. captureCanvasState is the current name; checkState, the older one, logs a deprecation warning.
+  const tracker = app.extensionManager?.workflow?.activeWorkflow?.changeTracker;
+  if (typeof tracker?.captureCanvasState === "function") tracker.captureCanvasState();
+  else tracker?.checkState?.();
   render(node);
 }
 
@@ -162,6 +165,41 @@ function show(node, images) {
   node.graph?.setDirtyCanvas?.(true, true);
 }
 
+/** The graph node a server message or an output key names, as the frontend resolves them (getNodeByExecutionId
+ * and getNodeByLocatorId in its utils/graphTraversalUtil.ts, which extensions cannot import):
+ * - an execution id "13:7" (what the server's events carry): node 7 inside the subgraph of node 13, nested to
+ *   any depth;
+ * - a locator id "<subgraph uuid>:7" (the keys of app.nodeOutputs): node 7 of that subgraph definition;
+ * - a plain id: a node of the root graph (the only kind on a frontend or a graph without subgraphs). */
+function nodeById(id) {
+  const root = app.rootGraph ?? app.graph;
+  if (!root || id == null) return null;
+  const text = String(id);
+  const parts = text.split(":");
+  if (parts.length === 1) return root.getNodeById(text) ?? null;
+  const definition = parts.length === 2 ? root.subgraphs?.get?.(parts[0]) : undefined;
+  if (definition) return definition.getNodeById(parts[1]) ?? null;
+  let graph = root;
+  for (const hostId of parts.slice(0, -1)) {
+    const host = graph.getNodeById(hostId);
+    graph = host?.isSubgraphNode?.() ? host.subgraph : null;
+    if (!graph) return null;
+  }
+  return graph.getNodeById(parts.at(-1)) ?? null;
+}
+
+/** Forget the annotated preview of the node's last successful run, wherever the frontend draws it from. */
+function forgetPreview(node, executionId, promptId) {
+  node.imgs = undefined; // what the classic canvas draws
+  // Nodes 2.0 draws the preview from the frontend's node output store. Extensions reach that store only through the
+  // "executed" message that fills it (on 1.47.12 app.nodeOutputs is a plain copy of it), so send the node the
+  // output of a run that showed nothing: the store, app.nodeOutputs and the workflow's copy of the outputs (put
+  // back when its tab is opened again) all drop the earlier photo's preview.
+  api.dispatchCustomEvent("executed", {
+    node: executionId, display_node: executionId, output: {}, prompt_id: promptId,
+  });
+}
+
 function register() {
   if (window.__faceclipPickerRegistered || app.extensions?.some?.((e) => e.name === EXTENSION)) return;
   window.__faceclipPickerRegistered = true;
@@ -177,11 +215,11 @@ function register() {
     },
     setup() {
       api.addEventListener("execution_error", ({ detail }) => {
-        const node = app.rootGraph?.getNodeById?.(detail?.node_id);
+        const node = nodeById(detail?.node_id);
         if (node?.type !== NODE_TYPE || !node.faceclipPicker) return;
         node.faceclipPicker.images = [];
         node.faceclipPicker.failed = String(detail.exception_message ?? "error").split("\n")[0];
-        node.imgs = undefined; // the preview drawn on the node showed the earlier photo too
+        forgetPreview(node, String(detail.node_id), detail.prompt_id); // it showed the earlier photo too
         render(node);
         node.graph?.setDirtyCanvas?.(true, true);
       });
@@ -189,7 +227,7 @@ function register() {
     // Outputs restored by the frontend (opening a finished job from the queue) rather than sent live.
     onNodeOutputsUpdated(outputs) {
       for (const [id, output] of Object.entries(outputs ?? {})) {
-        const node = app.rootGraph?.getNodeById?.(id);
+        const node = nodeById(id);
         if (node?.type === NODE_TYPE && output?.[OUTPUT_KEY]) show(node, output[OUTPUT_KEY]);
       }
     },
