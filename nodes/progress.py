@@ -24,6 +24,17 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return step
 
 
+STOPPED_EVENT = "faceclip.training_stopped"
+
+
+def _server():
+    try:
+        from server import PromptServer
+    except ImportError:  # pragma: no cover - always there inside ComfyUI
+        return None
+    return PromptServer.instance
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
@@ -44,12 +55,19 @@ class TrainingProgress:
         self._last: tuple[int, float] | None = None
 
     def _show(self, text: str) -> None:
-        try:
-            from server import PromptServer
-        except ImportError:  # pragma: no cover - always there inside ComfyUI
-            return
-        if self.node_id is not None and PromptServer.instance is not None:
-            PromptServer.instance.send_progress_text(text, self.node_id)
+        server = _server()
+        if self.node_id is not None and server is not None:
+            server.send_progress_text(text, self.node_id)
+
+    def stopped(self, step: int) -> None:
+        """Said on the node when the run stops early (Cancel, or an error) after its steps up to ``step`` were
+        saved. The frontend clears progress texts when a run ends (1.58), so the pack's script shows it again
+        after the interrupt from this event (web/faceclip_training.js)."""
+        text = f"saved at step {step} of {self.total} \u2014 turn on resume to continue"
+        self._show(text)
+        server = _server()
+        if self.node_id is not None and server is not None:
+            server.send_sync(STOPPED_EVENT, {"node": str(self.node_id), "text": text})
 
     def announce(self, estimate: str) -> None:
         """What the run will take, said before its first step."""
