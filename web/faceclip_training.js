@@ -104,7 +104,9 @@ app.registerExtension({
         delete info.widgets_values_named;
         console.info(`[${EXTENSION}] node ${info.id}: converted the settings saved by version 0.1.0`);
       }
-      return configure.call(this, info, ...rest);
+      const result = configure.call(this, info, ...rest);
+      if (values) this.setSize([this.size[0], this.computeSize()[1]]); // its saved height held 25 widgets
+      return result;
     };
   },
   setup() {
