@@ -73,6 +73,8 @@ def migrate_flat_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
                 out[f"method.{name}"] = value
             continue
         out[name] = value
+    for name, default in METHOD_SETTINGS[method].items():  # optional in 0.1.0: absent in graphs from before
+        out.setdefault(f"method.{name}", default)
     zero_means_default = {"learning_rate": recipe.lr, "batch_size": recipe.batch_size,
                           "method.num_tokens": METHOD_DEFAULTS[method]["num_tokens"]}
     for name, default in zero_means_default.items():

@@ -64,7 +64,7 @@ def test_a_graph_saved_before_the_optional_inputs_gets_their_release_values():
     old = {k: v for k, v in saved_train_inputs("SeFi-IDE").items()
            if k not in ("num_tokens", "attention_tokens", "recipe", "flip", "micro_batch")}
     new = migrate_flat_inputs(old)
-    assert new["method.num_tokens"] == 1 and "method.attention_tokens" not in new
+    assert new["method.num_tokens"] == 1 and new["method.attention_tokens"] == "all"  # that release's default
 
 
 def test_a_linked_method_cannot_be_converted_and_says_what_to_change():
