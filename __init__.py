@@ -15,6 +15,7 @@ from .faceclip_core.faces.runtime_check import onnxruntime_conflict
 from .nodes import NODES, register_model_folders
 from .nodes.folders import provide_example_photos
 from .nodes.help_pages import serve_help_pages
+from .nodes.migrations import register_prompt_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class FaceCLIPExtension(ComfyExtension):
         register_model_folders()
         provide_example_photos()
         serve_help_pages()
+        register_prompt_migrations()
         conflict = onnxruntime_conflict()
         if conflict:
             logger.warning("FaceCLIP: %s", conflict)

@@ -29,11 +29,16 @@ def atomic_path(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists already")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0666 minus the umask (not mkstemp's 0600): the published file gets a new file's usual permissions.
+    # Created 0666 minus the umask (not mkstemp's 0600): the published file gets a new file's usual permissions,
+    # as ComfyUI's own outputs have them.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = tmp.stat().st_mode & 0o777
     try:
         yield tmp
+        # a writer may replace the file with a private one of its own (safetensors' save_file does: 0600)
+        if tmp.stat().st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         publish(tmp, path, overwrite)
     finally:
         tmp.unlink(missing_ok=True)

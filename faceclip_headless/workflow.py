@@ -7,11 +7,13 @@ value, and extra trailing values (an upload button's) are ignored.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 # Nodes that exist only in the editor and never reach the server.
 FRONTEND_ONLY = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 
@@ -31,6 +33,26 @@ def ordered_inputs(schema: dict) -> list[tuple[str, list]]:
     order = schema.get("input_order") or {k: list(v) for k, v in inputs.items()}
     return [(name, inputs[section][name]) for section in ("required", "optional") for name in order.get(section, [])
             if name in inputs.get(section, {})]
+
+
+def _widget_values(declared: list[tuple[str, list]], values: list, by_name: dict | None,
+                   prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(input name, saved value or None) in the frontend's widget order, consuming ``values``; a DynamicCombo's
+    picked option's inputs follow it under ``<name>.``."""
+    for name, spec in declared:
+        full, value = prefix + name, None
+        if is_widget(spec):
+            value = by_name.get(full) if by_name is not None else (values.pop(0) if values else None)
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("control_after_generate") and values and values[0] in CONTROL_VALUES:
+                values.pop(0)
+        yield full, value
+        if spec[0] == DYNAMIC_COMBO:
+            picked = next((o for o in spec[1]["options"] if o["key"] == value), None)
+            if picked is not None:
+                nested = [(n, sp) for section in ("required", "optional")
+                          for n, sp in picked["inputs"].get(section, {}).items()]
+                yield from _widget_values(nested, values, by_name, f"{full}.")
 
 
 def _source(links: dict[int, list], nodes: dict[int, dict], link_id: int) -> list:
@@ -77,13 +99,7 @@ def to_api(workflow: dict, object_info: dict[str, Any]) -> dict[str, dict]:
         values = [] if by_name is not None else list(saved)
         inputs: dict[str, Any] = {}
         declared = ordered_inputs(schema)
-        for name, spec in declared:
-            value = None
-            if is_widget(spec):
-                value = by_name.get(name) if by_name is not None else (values.pop(0) if values else None)
-                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                if options.get("control_after_generate") and values and values[0] in CONTROL_VALUES:
-                    values.pop(0)
+        for name, value in _widget_values(declared, values, by_name):
             if name in linked and not _from_primitive(links, nodes, linked[name]):
                 inputs[name] = _source(links, nodes, linked[name])
             elif value is not None:

@@ -13,10 +13,10 @@ import torch
 from comfy_api.latest import io
 
 from ..faceclip_core.dtypes import WEIGHT_DTYPES
+from ..faceclip_core.errors import require_finite
 from ..faceclip_core.identity import (
     CLASS_WORDS,
     FRAMINGS,
-    METHOD_DEFAULTS,
     METHODS,
     StepStats,
     TrainingProblem,
@@ -29,16 +29,10 @@ from ..faceclip_core.identity import (
     train_identity,
     training_images,
 )
-from ..faceclip_core.identity.config import SEFI_ATTENTION_BLOCKS, blocks_text, method_config
+from ..faceclip_core.identity.config import method_config
 from ..faceclip_core.identity.cost import GIB, fit_to_device
-from ..faceclip_core.identity.recipes import (
-    DEFAULT_CHECKPOINTING,
-    DEFAULT_RECIPE,
-    DEFAULT_RESOLUTION,
-    DEFAULT_STEPS,
-    RECIPE_NAMES,
-    RECIPES,
-)
+from ..faceclip_core.identity.node_inputs import DEFAULT_BATCH, DEFAULT_LR, METHOD_SETTINGS, method_settings
+from ..faceclip_core.identity.recipes import DEFAULT_CHECKPOINTING, DEFAULT_RESOLUTION, DEFAULT_STEPS, RECIPES
 from ..faceclip_core.identity.runs import check_photo_count, run_files
 from .folders import embeddings_dir, identity_state_dir
 from .id_conditioning import identity_conditioning, patch_model
@@ -59,13 +53,43 @@ logger = logging.getLogger(__name__)
 APPLY_MAX_CHUNKS = 8  # Apply's prompt: up to 8 chunks of 75 words' tokens, as long as artists write them
 
 
-def _defaults(name: str) -> str:
-    return ", ".join(f"{m} {METHOD_DEFAULTS[m][name]}" for m in METHODS)
+def _paper_text() -> str:
+    return ", ".join(f"{m} batch {RECIPES['paper'][m].batch_size} at {RECIPES['paper'][m].lr:g}" for m in METHODS)
 
 
-def _recipes_text(name: str) -> str:
-    return "; ".join(f"{r}: " + ", ".join(f"{m} {getattr(RECIPES[r][m], name):g}" for m in METHODS)
-                     for r in RECIPE_NAMES)
+def _method_option(method: str) -> io.DynamicCombo.Option:
+    """The inputs the node shows for one method (defaults: faceclip_core.identity.node_inputs)."""
+    d = METHOD_SETTINGS[method]
+    tokens = io.Int.Input("num_tokens", default=d["num_tokens"], min=1, max=8,
+                          tooltip=f"Tokens standing for the person ({method}'s default: {d['num_tokens']}).")
+    if method == "ID-EA":
+        return io.DynamicCombo.Option(method, [
+            tokens,
+            io.String.Input("anchor_names", default=d["anchor_names"],
+                            tooltip="The textual anchor the tokens start from: 'celebrities' (the shipped list of "
+                                    "well-known names) or your own comma-separated names."),
+            io.Float.Input("reg_weight", default=d["reg_weight"], min=0.0, max=1.0, step=1e-5,
+                           tooltip="Weight of the anchor regulariser (the method's code: 8e-4)."),
+            io.Float.Input("adapter_scale", default=d["adapter_scale"], min=0.0, max=2.0, step=0.05,
+                           tooltip="Beta of the training-only ID-Adapter (code: 0.4); its part fades to 0 over "
+                                   "the last 20% of the steps."),
+        ])
+    return io.DynamicCombo.Option(method, [
+        tokens,
+        io.Int.Input("stages", default=d["stages"], min=1, max=20,
+                     tooltip="Noise stages (equal timestep ranges), each with its own tokens."),
+        io.Boolean.Input("kv_split", default=d["kv_split"],
+                         tooltip="Separate key-side and value-side tokens. With stages 1 and kv_split off the "
+                                 "result is a plain embedding for embedding:<name>."),
+        io.Float.Input("attention_weight", default=d["attention_weight"], min=0.0, max=10.0, step=1e-4,
+                       tooltip="Lambda of the attention loss on the attention logits (paper: 0.003; 0 turns it "
+                               "off)."),
+        io.Combo.Input("attention_tokens", options=["all", "identity"], default=d["attention_tokens"],
+                       tooltip="Which tokens' attention is aligned with the reference prompt's: all (the "
+                               "identity and every token after it) or identity (its own only)."),
+        io.String.Input("attention_layers", default=d["attention_layers"],
+                        tooltip="Cross-attention blocks of the attention loss, 'input:7, middle:0, output:1'."),
+    ])
 
 
 class FaceCLIPTrainIDEmbedding(io.ComfyNode):
@@ -84,49 +108,37 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The SDXL CLIP of the same checkpoint."),
                 io.Vae.Input("vae", tooltip="The SDXL VAE, to encode the photos."),
                 Faces.Input("faces", tooltip="1-5 photos of the person, from Prepare Faces."),
-                io.Combo.Input("method", options=list(METHODS), default="ID-EA",
-                               tooltip="ID-EA: 2 tokens, a plain embedding. SeFi-IDE: per-noise-stage key/value "
-                                       "tokens (use Apply ID Embedding), or a plain embedding with stages 1 and "
-                                       "kv_split off."),
+                # The node shows the picked method's settings only; API graphs name them method.<setting>.
+                io.DynamicCombo.Input("method", options=[_method_option(m) for m in ("ID-EA", "SeFi-IDE")],
+                                      tooltip="ID-EA: 2 tokens, a plain embedding. SeFi-IDE: per-noise-stage "
+                                              "key/value tokens (use Apply ID Embedding), or a plain embedding "
+                                              "with stages 1 and kv_split off."),
                 io.String.Input("name", default="my_identity",
                                 tooltip="File name; the prompt word becomes embedding:<name>."),
                 io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=100000,
                              tooltip="Optimisation steps in total."),
-                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-4,
-                               tooltip=f"AdamW learning rate; 0 = the recipe's ({_recipes_text('lr')})."),
+                io.Float.Input("learning_rate", default=DEFAULT_LR, min=1e-5, max=1.0, step=1e-4,
+                               tooltip=f"AdamW learning rate ({DEFAULT_LR:g} for one sample per step; the "
+                                       f"methods' papers: {_paper_text()})."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seeds every random draw of the run (same seed, same embedding)."),
                 io.Int.Input("resolution", default=DEFAULT_RESOLUTION, min=64, max=2048, step=64,
                              tooltip="Training resolution of the framed photos (SDXL: 1024; 768 is faster)."),
-                io.Int.Input("batch_size", default=0, min=0, max=64,
-                             tooltip=f"Samples per step, each with its own photo, prompt and noise; 0 = the "
-                                     f"recipe's ({_recipes_text('batch_size')}). See micro_batch for memory."),
+                io.Int.Input("batch_size", default=DEFAULT_BATCH, min=1, max=64,
+                             tooltip="Samples per step, each with its own photo, prompt and noise. 1: about 2 "
+                                     "minutes per identity on a 4090-class GPU at 1024 px, under 12 GB; ID-EA's "
+                                     "paper trains 8 at learning rate 0.012 (about 8x the time). See micro_batch "
+                                     "for memory."),
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the saved run of this name (after an interrupt, or to train "
                                          "more steps) instead of starting over."),
                 io.Boolean.Input("overwrite", default=False,
                                  tooltip="Replace an existing embedding of this name when starting over."),
-                io.Int.Input("stages", default=5, min=1, max=20, advanced=True,
-                             tooltip="SeFi-IDE: noise stages (equal timestep ranges)."),
-                io.Boolean.Input("kv_split", default=True, advanced=True,
-                                 tooltip="SeFi-IDE: separate key-side and value-side tokens."),
-                io.Float.Input("attention_weight", default=0.003, min=0.0, max=10.0, step=1e-4, advanced=True,
-                               tooltip="SeFi-IDE: lambda of the attention loss on the attention logits "
-                                       "(paper: 0.003; 0 turns it off)."),
-                io.String.Input("attention_layers", default=blocks_text(SEFI_ATTENTION_BLOCKS), advanced=True,
-                                tooltip="SeFi-IDE: cross-attention blocks of the attention loss, "
-                                        "'input:7, middle:0, output:1'."),
-                io.String.Input("anchor_names", default="celebrities", advanced=True,
-                                tooltip="ID-EA: the textual anchor the tokens start from: 'celebrities' (the "
-                                        "shipped list of well-known names) or your own comma-separated names."),
-                io.Float.Input("reg_weight", default=8e-4, min=0.0, max=1.0, step=1e-5, advanced=True,
-                               tooltip="ID-EA: weight of the anchor regulariser (code: 8e-4)."),
-                io.Boolean.Input("gradient_checkpointing", default=DEFAULT_CHECKPOINTING, advanced=True,
+                io.Boolean.Input("gradient_checkpointing", default=DEFAULT_CHECKPOINTING,
                                  tooltip="Recompute each UNet and text-encoder block's activations in the "
                                          "backward pass: a 1024 px step fits 12 GB with it (about 9 GB), not "
                                          "without (about 14 GB); about 40% more compute; the learned tokens are "
                                          "the same."),
-                # added after the first release: optional, so API-format graphs saved before still validate
                 io.Combo.Input("training_dtype", optional=True, options=list(TRAINING_DTYPES), default="auto",
                                tooltip="The UNet's compute dtype while training. auto: bf16 where the GPU has "
                                        "it, else fp16 with loss scaling, fp32 on CPU. Tokens stay fp32."),
@@ -136,26 +148,11 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                 io.Combo.Input("class_word", optional=True, options=list(CLASS_WORDS), default="person",
                                tooltip="What the person is: ID-EA writes '<id> <class_word>' in its prompts; "
                                        "SeFi-IDE aligns the identity's attention with this word's."),
-                io.Int.Input("num_tokens", optional=True, default=0, min=0, max=8, advanced=True,
-                             tooltip=f"Tokens standing for the person; 0 = the method's "
-                                     f"({_defaults('num_tokens')})."),
-                io.Combo.Input("attention_tokens", optional=True, options=["all", "identity"], default="all",
-                               advanced=True,
-                               tooltip="SeFi-IDE: which tokens' attention is aligned with the reference prompt's: "
-                                       "all (the identity and every token after it) or identity (its own only)."),
-                io.Float.Input("adapter_scale", optional=True, default=0.4, min=0.0, max=2.0, step=0.05,
-                               advanced=True,
-                               tooltip="ID-EA: beta of the training-only ID-Adapter (code: 0.4); its part fades "
-                                       "to 0 over the last 20% of the steps."),
-                io.Boolean.Input("flip", optional=True, default=True, advanced=True,
+                io.Boolean.Input("flip", optional=True, default=True,
                                  tooltip="Also train on the mirror image of every photo."),
-                io.Int.Input("micro_batch", optional=True, default=0, min=0, max=64, advanced=True,
+                io.Int.Input("micro_batch", optional=True, default=0, min=0, max=64,
                              tooltip="Samples per forward/backward pass; 0 = auto: as many as fit the GPU's "
                                      "memory. Smaller saves memory, the result is the same."),
-                io.Combo.Input("recipe", optional=True, options=list(RECIPE_NAMES), default=DEFAULT_RECIPE,
-                               tooltip="quick: one sample per step, about 2 minutes per identity on a 4090-class "
-                                       "GPU at 1024 px, under 12 GB. paper: the method's own batch (ID-EA: 8, "
-                                       "about 8x the time). Sets batch_size and learning_rate when they are 0."),
             ],
             outputs=[IDEmbeddingType.Output(display_name="id_embedding"),
                      io.String.Output(display_name="prompt_word", tooltip="embedding:<name>, for prompts.")],
@@ -164,24 +161,20 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, faces, method: str, name: str, steps: int, learning_rate: float, seed: int,
-                resolution: int, batch_size: int, resume: bool, overwrite: bool, stages: int, kv_split: bool,
-                attention_weight: float, attention_layers: str, anchor_names: str, reg_weight: float,
+    def execute(cls, model, clip, vae, faces, method: dict, name: str, steps: int, learning_rate: float,
+                seed: int, resolution: int, batch_size: int, resume: bool, overwrite: bool,
                 gradient_checkpointing: bool, training_dtype: str = "auto", framing: str = "head_and_shoulders",
-                class_word: str = "person", num_tokens: int = 0, attention_tokens: str = "all",
-                adapter_scale: float = 0.4, flip: bool = True, micro_batch: int = 0,
-                recipe: str = DEFAULT_RECIPE) -> io.NodeOutput:
+                class_word: str = "person", flip: bool = True, micro_batch: int = 0) -> io.NodeOutput:
+        chosen = method_settings(method["method"], method)
+        require_finite(learning_rate=learning_rate, attention_weight=chosen["attention_weight"],
+                       reg_weight=chosen["reg_weight"], adapter_scale=chosen["adapter_scale"])
         files = run_files(name, embeddings_dir(), identity_state_dir(), resume, overwrite)
         check_photo_count(len(faces))
         check_sdxl(model)
         device = model.load_device
         precision = resolve_training_dtype(training_dtype, device)
-        config = method_config(method, steps=steps, lr=learning_rate, seed=seed, batch_size=batch_size,
-                               micro_batch=micro_batch, precision=precision, num_tokens=num_tokens,
-                               class_word=class_word, stages=stages, kv_split=kv_split,
-                               attention_weight=attention_weight, attention_tokens=attention_tokens,
-                               attention_layers=attention_layers, anchor_names=anchor_names, reg_weight=reg_weight,
-                               adapter_scale=adapter_scale, recipe=recipe)
+        config = method_config(method["method"], steps=steps, lr=learning_rate, seed=seed, batch_size=batch_size,
+                               micro_batch=micro_batch, precision=precision, class_word=class_word, **chosen)
         gpu_gib = None if mm.is_device_cpu(device) else mm.get_total_memory(device) / GIB
         config, estimate = fit_to_device(config, resolution, gradient_checkpointing, gpu_gib,
                                          torch.finfo(WEIGHT_DTYPES[precision]).bits // 8)
@@ -208,7 +201,11 @@ class FaceCLIPTrainIDEmbedding(io.ComfyNode):
                     save_state(files.state, result.state, overwrite=True)
                     logger.info("ID embedding %s saved at step %d of %d", files.name, result.state.step, steps)
 
-                result = train_identity(problem, config, resume=state, on_stop=keep, progress=progress)
+                def stopped(result) -> None:  # interrupted or failed: say on the node what is kept
+                    keep(result)
+                    progress.stopped(result.state.step)
+
+                result = train_identity(problem, config, resume=state, on_stop=stopped, progress=progress)
             finally:
                 models.release()
         keep(result)

@@ -24,15 +24,23 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return step
 
 
-def show_on_node(text: str, node_id: str | None) -> None:
-    """``text`` on the node itself (ComfyUI's progress text, which the frontend draws on the node until the next
-    run), for what the user must see without reading the server log."""
+STOPPED_EVENT = "faceclip.training_stopped"
+
+
+def _server():
     try:
         from server import PromptServer
     except ImportError:  # pragma: no cover - always there inside ComfyUI
-        return
-    if node_id is not None and PromptServer.instance is not None:
-        PromptServer.instance.send_progress_text(text, node_id)
+        return None
+    return PromptServer.instance
+
+
+def show_on_node(text: str, node_id: str | None) -> None:
+    """``text`` on the node itself (ComfyUI's progress text, which the frontend draws on the node until the next
+    run), for what the user must see without reading the server log."""
+    server = _server()
+    if node_id is not None and server is not None:
+        server.send_progress_text(text, node_id)
 
 
 def _clock(seconds: float) -> str:
@@ -56,6 +64,16 @@ class TrainingProgress:
 
     def _show(self, text: str) -> None:
         show_on_node(text, self.node_id)
+
+    def stopped(self, step: int) -> None:
+        """Said on the node when the run stops early (Cancel, or an error) after its steps up to ``step`` were
+        saved. The frontend clears progress texts when a run ends (1.58), so the pack's script shows it again
+        after the interrupt from this event (web/faceclip_training.js)."""
+        text = f"saved at step {step} of {self.total} \u2014 turn on resume to continue"
+        self._show(text)
+        server = _server()
+        if self.node_id is not None and server is not None:
+            server.send_sync(STOPPED_EVENT, {"node": str(self.node_id), "text": text})
 
     def announce(self, estimate: str) -> None:
         """What the run will take, said before its first step."""

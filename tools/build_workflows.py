@@ -224,10 +224,10 @@ def id_embedding_nodes(method: str, name: str, prompt: str, steps: int) -> list[
         N("faces", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
           {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(340, 520)),
         N("train", "FaceCLIPTrainIDEmbedding", 3, {
-            "method": method, "name": name, "steps": steps, "learning_rate": 0.0, "seed": 0,
-            "control_after_generate": "fixed", "resolution": 1024, "batch_size": 0, "resume": False,
+            "method": method, "name": name, "steps": steps, "learning_rate": 0.005, "seed": 0,
+            "control_after_generate": "fixed", "resolution": 1024, "batch_size": 1, "resume": False,
             "overwrite": False, "training_dtype": "auto", "framing": "head_and_shoulders", "class_word": "person",
-            "gradient_checkpointing": True, "recipe": "quick"},
+            "gradient_checkpointing": True},
           {"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "faces": ("faces", 0)},
           min_size=(380, 0)),
         N("apply", "FaceCLIPApplyIDEmbedding", 4, {"prompt": prompt},

@@ -12,6 +12,7 @@ import pytest
 
 from faceclip_core.identity.config import method_config
 from faceclip_core.identity.cost import CARDS, estimate_run
+from faceclip_core.identity.node_inputs import method_settings
 from tests.conftest import REPO
 
 GB = 1e9  # card sizes are sold in decimal gigabytes
@@ -51,23 +52,22 @@ def test_the_nodes_cost_model_matches_the_full_size_step_it_stands_for():
         assert abs(model["tflop_error"]) < 0.05, s
 
 
-def _node_defaults(client) -> dict:
+def _node_defaults(client, method: str) -> dict:
+    """The defaults the node shows with ``method`` picked: its own inputs and the picked method's."""
     schema = client.object_info("FaceCLIPTrainIDEmbedding")["FaceCLIPTrainIDEmbedding"]["input"]
     inputs = {**schema["required"], **schema.get("optional", {})}
+    (option,) = [o for o in inputs["method"][1]["options"] if o["key"] == method]
+    inputs.update({**option["inputs"]["required"], **option["inputs"].get("optional", {})})
     return {name: spec[1]["default"] for name, spec in inputs.items() if len(spec) > 1 and "default" in spec[1]}
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("method", ["SeFi-IDE", "ID-EA"])
 def test_the_train_nodes_defaults_fit_a_12_gb_card_and_take_about_two_minutes_on_a_4090(client, method, dtype):
-    d = _node_defaults(client)
+    d = _node_defaults(client, method)
     config = method_config(method, steps=d["steps"], lr=d["learning_rate"], seed=0, batch_size=d["batch_size"],
-                           micro_batch=d["micro_batch"], precision=dtype, num_tokens=d["num_tokens"],
-                           class_word=d["class_word"], stages=d["stages"], kv_split=d["kv_split"],
-                           attention_weight=d["attention_weight"], attention_tokens=d["attention_tokens"],
-                           attention_layers=d["attention_layers"], anchor_names=d["anchor_names"],
-                           reg_weight=d["reg_weight"], adapter_scale=d["adapter_scale"],
-                           **({"recipe": d["recipe"]} if "recipe" in d else {}))
+                           micro_batch=d["micro_batch"], precision=dtype, class_word=d["class_word"],
+                           **method_settings(method, d))
     estimate = estimate_run(config, d["resolution"], d["gradient_checkpointing"])
     assert d["resolution"] == 1024
     assert estimate.device_gib <= TWELVE_GB_GIB, estimate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import struct
 import time
 import uuid
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 
 from faceclip_core.identity import IDEmbedding, save_embedding
 from faceclip_headless.client import ComfyClient
+from tests.conftest import REPO
 from tests.e2e.conftest import UNET_NAME, VAE_NAME
 from tests.harness.fake_insightface import MarkerFace, scene
 from tests.harness.sdxl_clip import CLIP_G_NAME, CLIP_L_NAME, write
@@ -58,14 +60,19 @@ def loaders(dynamic: bool = False) -> dict:
 def train_graph(photo: str, name: str, method: str, steps: int = 2, resume: bool = False, overwrite: bool = False,
                 stages: int = 2, seed: int = 3, gradient_checkpointing: bool = False, training_dtype: str = "fp32",
                 **more) -> dict:
+    """The Train node's inputs in the current form: the method's own settings as ``method.<setting>``."""
+    settings = {"SeFi-IDE": {"num_tokens": 1, "stages": stages, "kv_split": True, "attention_weight": 0.003,
+                             "attention_tokens": "all", "attention_layers": "input:7, input:8, middle:0, output:3"},
+                "ID-EA": {"num_tokens": 2, "anchor_names": "celebrities", "reg_weight": 8e-4,
+                          "adapter_scale": 0.4}}[method]
+    settings.update({k: more.pop(k) for k in list(more) if k in settings})
     inputs = {
         "model": ["unet", 0], "clip": ["clip", 0], "vae": ["vae", 0], "faces": ["faces", 0], "method": method,
+        **{f"method.{k}": v for k, v in settings.items()},
         "name": name, "steps": steps, "learning_rate": 0.01, "seed": seed, "resolution": 64, "batch_size": 1,
-        "resume": resume, "overwrite": overwrite, "stages": stages, "kv_split": True, "attention_weight": 0.003,
-        "attention_layers": "input:7, input:8, middle:0, output:3", "anchor_names": "celebrities",
-        "reg_weight": 8e-4, "gradient_checkpointing": gradient_checkpointing, "training_dtype": training_dtype,
-        "framing": "head_and_shoulders", "class_word": "person", "num_tokens": 0, "attention_tokens": "all",
-        "adapter_scale": 0.4, "flip": True, "micro_batch": 0}
+        "resume": resume, "overwrite": overwrite, "gradient_checkpointing": gradient_checkpointing,
+        "training_dtype": training_dtype, "framing": "head_and_shoulders", "class_word": "person", "flip": True,
+        "micro_batch": 0}
     inputs.update(more)
     return {
         **loaders(),
@@ -173,22 +180,25 @@ def test_embedding_name_in_core_cliptextencode_changes_conditioning_exactly_at_t
     assert torch.allclose(emb["pooled"], core["pooled"], atol=1e-3, rtol=1e-4)
 
 
-async def _train_and_interrupt(url: str, graph: dict, after_steps: int) -> list[dict]:
-    """Queue ``graph``; press interrupt once the train node reports ``after_steps`` steps done (its progress
-    text, a binary websocket frame: event type, node-id length, node id, text)."""
+async def _train_and_interrupt(url: str, graph: dict, after_steps: int) -> tuple[list[dict], list[str]]:
+    """Queue ``graph``; press interrupt once the train node reports ``after_steps`` steps done. Returns the
+    JSON events and the train node's progress texts (binary websocket frames: event type, node-id length, node
+    id, text), as the frontend receives them."""
     client_id = uuid.uuid4().hex
-    events = []
+    events, texts = [], []
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{url.replace('http', 'ws', 1)}/ws?clientId={client_id}",
                                                           max_msg_size=0) as ws:
         async with s.post(f"{url}/prompt", json={"prompt": graph, "client_id": client_id}) as r:
             r.raise_for_status()
         pressed = False
         async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.BINARY and not pressed:
+            if msg.type == aiohttp.WSMsgType.BINARY:
                 payload = msg.data[4:]
                 (n,) = struct.unpack(">I", payload[:4])
                 node, text = payload[4:4 + n].decode(), payload[4 + n:].decode(errors="replace")
-                if node == "train" and text.startswith(f"step {after_steps}/"):
+                if node == "train":
+                    texts.append(text)
+                if node == "train" and text.startswith(f"step {after_steps}/") and not pressed:
                     pressed = True
                     async with s.post(f"{url}/interrupt", json={}) as r:
                         r.raise_for_status()
@@ -198,14 +208,20 @@ async def _train_and_interrupt(url: str, graph: dict, after_steps: int) -> list[
             event = json.loads(msg.data)
             events.append(event)
             if event["type"] in ("execution_interrupted", "execution_error", "execution_success"):
-                return events
-    return events
+                return events, texts
+    return events, texts
 
 
 def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(idea, comfy_server, client, comfy_base, photo):
     graph = train_graph(photo, "alice_resumed", "ID-EA", steps=2)
-    events = asyncio.run(asyncio.wait_for(_train_and_interrupt(comfy_server.url, graph, 1), 600))
+    events, texts = asyncio.run(asyncio.wait_for(_train_and_interrupt(comfy_server.url, graph, 1), 600))
     assert events[-1]["type"] == "execution_interrupted"
+    # what the node says once stopped: its last text, and the event the pack's script shows again after the
+    # frontend's reset of the run
+    said = "saved at step 1 of 2 \u2014 turn on resume to continue"
+    assert texts[-1] == said, texts
+    stopped = [e for e in events if e["type"] == "faceclip.training_stopped"]
+    assert stopped == [{"type": "faceclip.training_stopped", "data": {"node": "train", "text": said}}], events
     state = comfy_base / "models" / "faceclip_identity_state" / "alice_resumed.safetensors"
     with safe_open(str(state), framework="pt") as f:
         stopped_at = int(f.metadata()["step"])
@@ -220,6 +236,21 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(idea, comfy_serv
     a, b = saved_tensors(comfy_base, "alice_resumed"), saved_tensors(comfy_base, idea)
     for key in ("clip_l", "clip_g"):
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+
+
+def test_saved_files_have_the_permissions_of_comfyuis_own_outputs(idea, client, comfy_base):
+    """The embedding and the training state are ordinary files of the user, as ComfyUI's SaveImage writes them
+    under the same umask (not private temporary files)."""
+    result = client.run({"img": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                                        "color": 0}},
+                         "save": {"class_type": "SaveImage", "inputs": {"images": ["img", 0],
+                                                                        "filename_prefix": "mode_probe"}}})
+    assert result.ok, result.describe_error()
+    (image,) = result.outputs["save"]["images"]
+    comfy_mode = (comfy_base / "output" / image["subfolder"] / image["filename"]).stat().st_mode & 0o777
+    for path in (comfy_base / "models" / "embeddings" / f"{idea}.safetensors",
+                 comfy_base / "models" / "faceclip_identity_state" / f"{idea}.safetensors"):
+        assert path.stat().st_mode & 0o777 == comfy_mode, (path, oct(comfy_mode))
 
 
 # ------------------------------------------------------------------ Apply ID Embedding: routing in the sampler
@@ -416,13 +447,72 @@ def test_gradient_checkpointing_learns_the_same_tokens(client, photo, sdxl_clip,
         assert stats[True][key] == pytest.approx(stats[False][key], rel=1e-3), key
 
 
-def test_an_api_graph_saved_before_the_new_inputs_still_validates(client, photo, sdxl_clip):
-    """The inputs added in this version are optional: a graph without them passes ComfyUI's validation (and here
-    stops at the node's own check of the name, before any training)."""
-    graph = train_graph(photo, "not a valid name", "ID-EA")
+# ------------------------------------------------------------------ graphs saved by release 0.1.0, float inputs
+
+RELEASE = REPO / "tests" / "fixtures" / "release_0.1.0"
+
+
+def release_graph(method: str, photo: str, name: str) -> dict:
+    """The API form of release 0.1.0's workflow for ``method`` (flat inputs, 0 = the recipe's learning rate and
+    batch, the method's tokens), test-sized: tiny model parts, our photo, one step at 64 px."""
+    (path,) = RELEASE.glob(f"* ({method}).api.json")
+    graph = json.loads(path.read_text())
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            node.update(class_type="FaceCLIPTest_SDXLParts", inputs={})
+        elif kind == "LoadImage":
+            inputs["image"] = photo
+        elif kind == "KSampler":
+            inputs["steps"] = 1
+        elif kind == "EmptyLatentImage":
+            inputs.update(width=64, height=64)
+        elif kind == "FaceCLIPTrainIDEmbedding":
+            inputs.update(name=name, steps=1, resolution=64, stages=2, overwrite=True)
+    return graph
+
+
+@pytest.mark.parametrize("method", ["ID-EA", "SeFi-IDE"])
+def test_an_api_graph_saved_by_release_0_1_0_runs_with_the_values_it_trained_with(client, photo, sdxl_clip,
+                                                                                    comfy_base, method):
+    graph = release_graph(method, photo, f"release_{method}")
+    (train,) = [k for k, n in graph.items() if n["class_type"] == "FaceCLIPTrainIDEmbedding"]
+    assert graph[train]["inputs"]["learning_rate"] == 0 and graph[train]["inputs"]["batch_size"] == 0
+    result = client.run(graph)
+    assert not result.node_errors and result.ok, result.describe_error()
+    text = result.outputs[train]["text"][0]
+    assert f"release_{method}: {method}, 1 steps, lr 0.005, batch 1" in text, text
+    tensors = saved_tensors(comfy_base, f"release_{method}")
+    if method == "ID-EA":  # the method's 2 tokens
+        assert tensors["clip_l"].shape == (2, 768)
+    else:  # 2 stages (the flat "stages" input), key and value, 1 token
+        assert tensors["id.clip_l"].shape == (2, 2, 1, 768)
+
+
+def test_an_api_graph_saved_before_the_optional_inputs_still_validates(client, photo, sdxl_clip):
+    """A 0.1.0 graph from before its optional inputs existed passes ComfyUI's validation (and here stops at the
+    node's own check of the name, before any training)."""
+    graph = release_graph("ID-EA", photo, "not a valid name")
+    (train,) = [n for n in graph.values() if n["class_type"] == "FaceCLIPTrainIDEmbedding"]
     for added in ("training_dtype", "framing", "class_word", "num_tokens", "attention_tokens", "adapter_scale",
-                  "flip", "micro_batch"):
-        del graph["train"]["inputs"][added]
+                  "flip", "micro_batch", "recipe"):
+        del train["inputs"][added]
     result = client.run(graph)
     assert not result.node_errors
     assert result.status == "error" and "can't be used" in result.error["exception_message"]
+
+
+@pytest.mark.parametrize(("method", "name", "value"), [
+    ("ID-EA", "learning_rate", float("nan")), ("ID-EA", "reg_weight", float("nan")),
+    ("ID-EA", "adapter_scale", float("nan")), ("SeFi-IDE", "attention_weight", float("nan")),
+    ("ID-EA", "learning_rate", float("inf"))])
+def test_a_nan_or_infinite_setting_is_refused_by_its_name(client, photo, sdxl_clip, method, name, value):
+    """ComfyUI's range check refuses an infinity (above the input's max) by name but lets NaN through: the node
+    refuses NaN itself, naming the input, before anything is loaded."""
+    result = client.run(train_graph(photo, "never_written", method, **{name: value}))
+    assert not result.ok
+    if math.isnan(value):
+        assert result.status == "error", result.describe_error()
+        assert result.error["exception_message"].startswith(f"{name} is nan: enter a finite number"), result.error
+    else:
+        assert result.status == "rejected" and name in result.describe_error(), result.describe_error()

@@ -50,7 +50,10 @@ def make_small(prompt: dict, photos: list[str]) -> None:
     for node_id in find_nodes(prompt, "CheckpointLoaderSimple"):  # no full SDXL checkpoint here: tiny parts
         prompt[node_id] = {"class_type": "FaceCLIPTest_SDXLParts", "inputs": {}}
     for node_id in find_nodes(prompt, "FaceCLIPTrainIDEmbedding"):
-        prompt[node_id]["inputs"].update(steps=1, resolution=64, overwrite=True, batch_size=1, stages=2)
+        inputs = prompt[node_id]["inputs"]
+        inputs.update(steps=1, resolution=64, overwrite=True, batch_size=1)
+        if "method.stages" in inputs:
+            inputs["method.stages"] = 2
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
