@@ -16,7 +16,7 @@ def show_cuts(model, texts: dict[str, str], node_id: str | None, **options) -> N
     """Say on the node which texts the encoder cuts (the server log has it too, where few look)."""
     notices = model.cut_notices(texts, **options)
     if notices:
-        show_on_node("\n".join(notices), node_id)
+        show_on_node("\n".join(notices), node_id, keep=True)
 
 
 class FaceCLIPEncode(io.ComfyNode):

@@ -24,7 +24,9 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return step
 
 
-STOPPED_EVENT = "faceclip.training_stopped"
+# A text the node keeps after its run (web/faceclip_notices.js): the newest frontend (1.58) clears progress texts
+# when a run ends, which would take a notice away the moment it could be read.
+NOTICE_EVENT = "faceclip.node_notice"
 
 
 def _server():
@@ -35,12 +37,16 @@ def _server():
     return PromptServer.instance
 
 
-def show_on_node(text: str, node_id: str | None) -> None:
-    """``text`` on the node itself (ComfyUI's progress text, which the frontend draws on the node until the next
-    run), for what the user must see without reading the server log."""
+def show_on_node(text: str, node_id: str | None, keep: bool = False) -> None:
+    """``text`` on the node itself (ComfyUI's progress text), for what the user must see without reading the
+    server log. ``keep``: a notice that stays on the node after the run ends, until the next run (progress texts
+    such as "step 3/320" may go with the run)."""
     server = _server()
-    if node_id is not None and server is not None:
-        server.send_progress_text(text, node_id)
+    if node_id is None or server is None:
+        return
+    server.send_progress_text(text, node_id)
+    if keep:
+        server.send_sync(NOTICE_EVENT, {"node": str(node_id), "text": text})
 
 
 def _clock(seconds: float) -> str:
@@ -67,13 +73,9 @@ class TrainingProgress:
 
     def stopped(self, step: int) -> None:
         """Said on the node when the run stops early (Cancel, or an error) after its steps up to ``step`` were
-        saved. The frontend clears progress texts when a run ends (1.58), so the pack's script shows it again
-        after the interrupt from this event (web/faceclip_training.js)."""
-        text = f"saved at step {step} of {self.total} \u2014 turn on resume to continue"
-        self._show(text)
-        server = _server()
-        if self.node_id is not None and server is not None:
-            server.send_sync(STOPPED_EVENT, {"node": str(self.node_id), "text": text})
+        saved; it stays on the node after the run."""
+        show_on_node(f"saved at step {step} of {self.total} \u2014 turn on resume to continue", self.node_id,
+                     keep=True)
 
     def announce(self, estimate: str) -> None:
         """What the run will take, said before its first step."""

@@ -7,17 +7,14 @@
 //    value. Before such a node is configured, its saved values are rewritten into today's order, the zeros
 //    replaced by the values that release trained with (faceclip_core/identity/node_inputs.py does the same for
 //    API graphs on the server).
-// 2. After Cancel, the node keeps saying "saved at step N of M — turn on resume to continue": the server sends it
-//    as the node's progress text and as the event "faceclip.training_stopped"; frontends that clear progress texts
-//    when a run ends (1.58) get it again right after the interrupt.
+// (After Cancel the node keeps saying "saved at step N of M — turn on resume to continue": a notice that
+// web/faceclip_notices.js keeps on the node after the run.)
 //
 // Plain ES module, no build step; works on frontend 1.47.12 (ComfyUI 0.30.0's) and the newest.
 import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
 
 const EXTENSION = "faceclip.TrainIDEmbedding";
 const NODE_TYPE = "FaceCLIPTrainIDEmbedding";
-const STOPPED_EVENT = "faceclip.training_stopped";
 
 // The 0.1.0 widget order (the seed's "control after generate" value follows the seed).
 const RELEASE_0_1_0 = ["method", "name", "steps", "learning_rate", "seed", "$control", "resolution", "batch_size",
@@ -82,16 +79,6 @@ function migrateInputs(inputs, nodeData, method) {
   });
 }
 
-const stopped = new Map(); // node id -> the text said when its run stopped
-
-function showStopped() {
-  // after the frontend's own reset of the run (which may clear progress texts)
-  setTimeout(() => {
-    for (const [nodeId, text] of stopped) api.dispatchCustomEvent("progress_text", { nodeId, text });
-    stopped.clear();
-  }, 0);
-}
-
 app.registerExtension({
   name: EXTENSION,
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -108,10 +95,5 @@ app.registerExtension({
       if (values) this.setSize([this.size[0], this.computeSize()[1]]); // its saved height held 25 widgets
       return result;
     };
-  },
-  setup() {
-    api.addEventListener(STOPPED_EVENT, ({ detail }) => stopped.set(String(detail.node), detail.text));
-    api.addEventListener("execution_interrupted", showStopped);
-    api.addEventListener("execution_error", showStopped);
   },
 });

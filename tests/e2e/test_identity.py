@@ -220,8 +220,8 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(idea, comfy_serv
     # frontend's reset of the run
     said = "saved at step 1 of 2 \u2014 turn on resume to continue"
     assert texts[-1] == said, texts
-    stopped = [e for e in events if e["type"] == "faceclip.training_stopped"]
-    assert stopped == [{"type": "faceclip.training_stopped", "data": {"node": "train", "text": said}}], events
+    stopped = [e for e in events if e["type"] == "faceclip.node_notice"]
+    assert stopped == [{"type": "faceclip.node_notice", "data": {"node": "train", "text": said}}], events
     state = comfy_base / "models" / "faceclip_identity_state" / "alice_resumed.safetensors"
     with safe_open(str(state), framework="pt") as f:
         stopped_at = int(f.metadata()["step"])
