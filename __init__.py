@@ -15,6 +15,7 @@ from .faceclip_core.faces.runtime_check import onnxruntime_conflict
 from .nodes import NODES, register_model_folders
 from .nodes.folders import provide_example_photos
 from .nodes.help_pages import serve_help_pages
+from .nodes.template_cards import serve_template_cards
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class FaceCLIPExtension(ComfyExtension):
         register_model_folders()
         provide_example_photos()
         serve_help_pages()
+        serve_template_cards()
         conflict = onnxruntime_conflict()
         if conflict:
             logger.warning("FaceCLIP: %s", conflict)
