@@ -47,7 +47,7 @@ PHOTO, PHOTO_2 = "faceclip_example.jpg", "faceclip_example_2.jpg"  # workflows/i
 # Layout, in canvas units: gaps between columns, between nodes of a column and between rows; where the graph's
 # top-left corner lands on the screen at the saved zoom (used when a file is dragged in; the templates browser fits
 # the graph to the window instead, see FIT_WINDOW).
-GAP_X, GAP_Y, GAP_ROW = 40, 40, 50
+GAP_X, GAP_Y, GAP_ROW = 30, 40, 40
 SCREEN_ORIGIN = (70, 80)
 # The window the layout is made for, and the share of it the frontend's fitView fills (DragAndScale.fitToBounds,
 # zoom 0.75, in 1.47 and 1.58). Below about 0.6 the classic canvas draws no text (min_font_size_for_lod 8 / 14 px)
@@ -143,25 +143,25 @@ ID_MODELS = (SDXL_BASE, MAIN_JOB_MODELS[-1])
 def model_nodes() -> list[N]:
     return [
         N("faceclip", "FaceCLIPLoader", 0, {"encoder_name": MODEL_NAME["faceclip"], "weight_dtype": "auto"},
-          min_size=(360, 0), models=[model("faceclip", MODEL_NAME["faceclip"])]),
+          min_size=(330, 0), models=[model("faceclip", MODEL_NAME["faceclip"])]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(360, 0)),
+          min_size=(330, 0)),
         N("unet", "UNETLoader", 0, {"unet_name": MODEL_NAME["diffusion_models"], "weight_dtype": "default"},
-          title="Load FaceCLIP SDXL UNet", min_size=(360, 0),
+          title="Load FaceCLIP SDXL UNet", min_size=(330, 0),
           models=[model("diffusion_models", MODEL_NAME["diffusion_models"])]),
-        N("vae", "VAELoader", 0, {"vae_name": MODEL_NAME["vae"]}, min_size=(360, 0),
+        N("vae", "VAELoader", 0, {"vae_name": MODEL_NAME["vae"]}, min_size=(330, 0),
           models=[model("vae", MODEL_NAME["vae"], SDXL_VAE_URL)]),
     ]
 
 
 def photo(key: str, name: str, col: int) -> N:
-    return N(key, "LoadImage", col, {"image": name}, min_size=(240, 280))
+    return N(key, "LoadImage", col, {"image": name}, min_size=(230, 250))
 
 
 def face_nodes(key: str, images, col: int, prompt: str, identity: str = "per_face") -> list[N]:
     return [
         N(f"faces_{key}", "FaceCLIPPrepareFaces", col, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": images}, min_size=(260, 320)),
+          {"face_models": ("detector", 0), "images": images}, min_size=(250, 280)),
         N(f"encode_{key}", "FaceCLIPEncode", col + 1, {"prompt": prompt, "identity": identity},
           {"faceclip": ("faceclip", 0), "faces": (f"faces_{key}", 0)}, min_size=(320, 200)),
     ]
@@ -173,12 +173,12 @@ def sampling_nodes(positive, negative, col: int, prefix: str, model_link=("unet"
                 "scheduler": "ddim_uniform", "denoise": 1.0, **(sampler or {})}
     return [
         N("sample", "KSampler", col, settings, {"model": model_link, "positive": positive, "negative": negative,
-                                                "latent_image": ("latent", 0)}, min_size=(320, 0)),
+                                                "latent_image": ("latent", 0)}, min_size=(300, 0)),
         N("latent", latent_type, col, {"width": size[0], "height": size[1], "batch_size": 1},
-          min_size=(320, 0)),
-        N("decode", "VAEDecode", col + 1, links={"samples": ("sample", 0), "vae": vae_link}, min_size=(300, 0)),
+          min_size=(280, 0)),
+        N("decode", "VAEDecode", col + 1, links={"samples": ("sample", 0), "vae": vae_link}, min_size=(240, 0)),
         N("save", "SaveImage", col + 1, {"filename_prefix": prefix}, {"images": ("decode", 0)},
-          min_size=(300, 330)),
+          min_size=(300, 300)),
     ]
 
 
@@ -216,18 +216,18 @@ def halves(width: int, height: int) -> list[N]:
     (node "people"): columns 4 and 5."""
     half = width // 2
     return [
-        N("empty", "SolidMask", 4, {"value": 0.0, "width": width, "height": height}, min_size=(240, 0)),
-        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": height}, min_size=(240, 0)),
+        N("empty", "SolidMask", 4, {"value": 0.0, "width": width, "height": height}, min_size=(220, 0)),
+        N("half", "SolidMask", 4, {"value": 1.0, "width": half, "height": height}, min_size=(220, 0)),
         N("mask_left", "MaskComposite", 4, {"x": 0, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(240, 0)),
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Left half", min_size=(220, 0)),
         N("mask_right", "MaskComposite", 4, {"x": half, "y": 0, "operation": "add"},
-          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(240, 0)),
+          {"destination": ("empty", 0), "source": ("half", 0)}, title="Right half", min_size=(220, 0)),
         N("set_left", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(300, 0)),
+          {"conditioning": ("encode_left", 0), "mask": ("mask_left", 0)}, min_size=(260, 0)),
         N("set_right", "ConditioningSetMask", 5, {"strength": 1.0, "set_cond_area": "default"},
-          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(300, 0)),
+          {"conditioning": ("encode_right", 0), "mask": ("mask_right", 0)}, min_size=(260, 0)),
         N("people", "ConditioningCombine", 5, links={"conditioning_1": ("set_left", 0),
-                                                     "conditioning_2": ("set_right", 0)}, min_size=(300, 0)),
+                                                     "conditioning_2": ("set_right", 0)}, min_size=(260, 0)),
     ]
 
 
@@ -240,9 +240,9 @@ def two_people() -> list[N]:
         photo("photo_left", PHOTO, 1),
         photo("photo_right", PHOTO_2, 1),
         N("faces_left", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_left", 0)}, min_size=(260, 320)),
+          {"face_models": ("detector", 0), "images": ("photo_left", 0)}, min_size=(250, 280)),
         N("faces_right", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_right", 0)}, min_size=(260, 320)),
+          {"face_models": ("detector", 0), "images": ("photo_right", 0)}, min_size=(250, 280)),
         N("encode_left", "FaceCLIPEncode", 3, {"prompt": "A woman in a red dress, standing on the left, at a "
                                                           "summer garden party."},
           {"faceclip": ("faceclip", 0), "faces": ("faces_left", 0)}, min_size=(320, 200)),
@@ -254,7 +254,7 @@ def two_people() -> list[N]:
           {"faceclip": ("faceclip", 0)}, min_size=(340, 160)),
         *halves(W, H),
         N("all", "ConditioningCombine", 5, links={"conditioning_1": ("people", 0), "conditioning_2": ("scene", 0)},
-          min_size=(300, 0)),
+          min_size=(260, 0)),
         *sampling_nodes(("all", 0), ("encode_left", 1), 6, "FaceCLIP_two_people"),
     ]
 
@@ -271,20 +271,20 @@ def likeness_check() -> list[N]:
             "face_models": ("detector", 0), "reference": ("faces_a", 0), "images": ("decode", 0)},
           min_size=(320, 0)),
         N("score", "PreviewAny", 6, links={"source": ("similarity", 0)}, min_size=(280, 120)),
-        N("show_similarity", "PreviewImage", 7, links={"images": ("similarity", 1)}, min_size=(300, 330)),
+        N("show_similarity", "PreviewImage", 7, links={"images": ("similarity", 1)}, min_size=(300, 300)),
     ]
 
 
 def id_embedding_nodes(method: str, name: str, prompt: str, steps: int) -> list[N]:
     """SDXL checkpoint + photo -> Train ID Embedding -> Apply ID Embedding -> KSampler (any SDXL checkpoint)."""
     return [
-        N("ckpt", "CheckpointLoaderSimple", 0, {"ckpt_name": "sd_xl_base_1.0.safetensors"}, min_size=(360, 0),
+        N("ckpt", "CheckpointLoaderSimple", 0, {"ckpt_name": "sd_xl_base_1.0.safetensors"}, min_size=(330, 0),
           models=[model("checkpoints", "sd_xl_base_1.0.safetensors", SDXL_BASE_URL)]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(360, 0)),
+          min_size=(330, 0)),
         photo("photo", PHOTO, 1),
         N("faces", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(260, 320)),
+          {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(250, 280)),
         N("train", "FaceCLIPTrainIDEmbedding", 3, {
             "method": method, "name": name, "steps": steps, "learning_rate": 0.0, "seed": 0,
             "control_after_generate": "fixed", "resolution": 1024, "batch_size": 0, "resume": False,
@@ -334,29 +334,28 @@ FLUX_PROMPT = "A woman wearing a blue denim shirt and khaki pants, on a rocky de
 # guidance 1.0 is in FaceT5 Encode's conditioning, the schedule comes from ModelSamplingFlux at the output size.
 FLUX_SAMPLER = {"steps": 50, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple"}
 # What FLUX takes, from shared/docs/facet5-flux.md and the README: file sizes in bf16 and where memory goes.
-FLUX_NEEDS = ("Download: 36 GB. GPU memory: DiT 23.8 GB in bf16 (fp8_e4m3fn in Load Diffusion Model halves it), "
-              "FaceT5 11.8 GB (6.1 GB in fp8), which ComfyUI offloads when the DiT loads; on a smaller GPU it "
-              "offloads part of the DiT (slower).")
+FLUX_NEEDS = ("Download: 36 GB. GPU memory: DiT 23.8 GB in bf16 (fp8_e4m3fn halves it), FaceT5 11.8 GB, "
+              "offloaded when the DiT loads.")
 
 
 def flux_model_nodes() -> list[N]:
     return [
         N("facet5", "FaceCLIPFaceT5Loader", 0, {"encoder_name": FLUX_MODEL["faceclip"], "weight_dtype": "auto"},
-          min_size=(360, 0), models=[model("faceclip", FLUX_MODEL["faceclip"])]),
+          min_size=(330, 0), models=[model("faceclip", FLUX_MODEL["faceclip"])]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(360, 0)),
+          min_size=(330, 0)),
         N("unet", "UNETLoader", 0, {"unet_name": FLUX_MODEL["diffusion_models"], "weight_dtype": "default"},
-          title="Load FaceT5 FLUX DiT", min_size=(360, 0),
+          title="Load FaceT5 FLUX DiT", min_size=(330, 0),
           models=[model("diffusion_models", FLUX_MODEL["diffusion_models"])]),
         # The output size in one place, as core's FLUX templates: two Int nodes feed both ModelSamplingFlux (its
         # schedule depends on the size) and the empty latent (flux_sampling_nodes).
         N("width", "PrimitiveInt", 0, {"value": FLUX_W}, title="Width",
-          min_size=(240, 0)),
+          min_size=(220, 0)),
         N("height", "PrimitiveInt", 0, {"value": FLUX_H}, title="Height",
-          min_size=(240, 0)),
+          min_size=(220, 0)),
         N("schedule", "ModelSamplingFlux", 0, {"max_shift": 1.15, "base_shift": 0.5},
-          {"model": ("unet", 0), "width": ("width", 0), "height": ("height", 0)}, min_size=(360, 0)),
-        N("vae", "VAELoader", 0, {"vae_name": FLUX_MODEL["vae"]}, min_size=(360, 0),
+          {"model": ("unet", 0), "width": ("width", 0), "height": ("height", 0)}, min_size=(330, 0)),
+        N("vae", "VAELoader", 0, {"vae_name": FLUX_MODEL["vae"]}, min_size=(330, 0),
           models=[model("vae", FLUX_MODEL["vae"], FLUX_VAE_URL)]),
     ]
 
@@ -381,7 +380,7 @@ def flux_basic() -> list[N]:
         *flux_model_nodes(),
         photo("photo_a", PHOTO, 1),
         N("faces_a", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(260, 320)),
+          {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(250, 280)),
         N("encode_a", "FaceCLIPFaceT5Encode", 3, {"prompt": FLUX_PROMPT},
           {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(320, 200)),
         *flux_sampling_nodes(("encode_a", 0), ("encode_a", 1), 4, "FaceT5_FLUX"),
@@ -398,7 +397,7 @@ def flux_two_people() -> list[N]:
             photo(f"photo_{side}", image, 1),
             N(f"faces_{side}", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0,
                                                            "on_no_face": "raise"},
-              {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(260, 320)),
+              {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(250, 280)),
             N(f"encode_{side}", "FaceCLIPFaceT5Encode", 3, {"prompt": prompt},
               {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 200)),
         ]
@@ -477,8 +476,8 @@ class Placed:
     height: int
 
     def fit_scale(self, window: tuple[int, int] = FIT_WINDOW) -> float:
-        """The zoom the frontend's fitView gives this graph in ``window``."""
-        return min(FIT_SHARE * window[0] / self.width, FIT_SHARE * window[1] / self.height)
+        """The zoom the frontend's fitView gives this graph in ``window`` (its bounds have a 10 px margin)."""
+        return min(FIT_SHARE * window[0] / (self.width + 20), FIT_SHARE * window[1] / (self.height + 20))
 
 
 Column = list[tuple[str, int, int]]  # one column's nodes top to bottom: (key, width, height below the title bar)
