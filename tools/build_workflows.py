@@ -107,15 +107,16 @@ def how_to_get(m: RequiredModel) -> str:
     return f"[download]({url}) (335 MB)"
 
 
-CONVERT = ("Convert each .pt file: `python -m faceclip_core.convert <file>.pt <ComfyUI>/models/<folder>/<name>` "
-           "(plus the flag shown).")
+# Paths in bold and commands as plain text, not code spans: 1.47's Nodes 2.0 draws code spans blue on blue.
+CONVERT = ("Convert each .pt file: python -m faceclip_core.convert FILE.pt ComfyUI/models/FOLDER/NAME (plus the "
+           "flag shown).")
 
 
 def note(text: str, models: tuple[RequiredModel, ...], get_all: str = "") -> N:
     """The workflow's note: what it does, then every model file it needs, in which folder, and how to get it."""
     lines = [text, "", "**Models** (in ComfyUI's folder):"]
     for m in models:
-        where = " or ".join(f"`models/{m.folder}/{name}{'/' if m.is_folder else ''}`" for name in m.names)
+        where = " or ".join(f"**models/{m.folder}/{name}{'/' if m.is_folder else ''}**" for name in m.names)
         lines.append(f"- {where}: {how_to_get(m)}")
     if any(SOURCE_URL.get(m.name, "").endswith(".pt") for m in models):
         lines += ["", CONVERT]
@@ -134,9 +135,9 @@ def note(text: str, models: tuple[RequiredModel, ...], get_all: str = "") -> N:
 SDXL_BASE = RequiredModel("checkpoints", "sd_xl_base_1.0.safetensors", "SDXL base 1.0, or any SDXL checkpoint",
                           SDXL_BASE_URL)
 SDXL_GET_ALL = ("Or all but the detector in one go (8.6 GB), in the pack's folder: "
-                "`python -m faceclip_headless.download --comfyui <ComfyUI>`")
+                "python -m faceclip_headless.download --comfyui PATH_TO_COMFYUI")
 FLUX_GET_ALL = ("Or FaceT5's files in one go (36 GB, and as much free disk while converting), in the pack's folder: "
-                "`python -m faceclip_headless.download --comfyui <ComfyUI> --variant flux`")
+                "python -m faceclip_headless.download --comfyui PATH_TO_COMFYUI --variant flux")
 ID_MODELS = (SDXL_BASE, MAIN_JOB_MODELS[-1])
 
 
@@ -155,15 +156,15 @@ def model_nodes() -> list[N]:
 
 
 def photo(key: str, name: str, col: int) -> N:
-    return N(key, "LoadImage", col, {"image": name}, min_size=(230, 250))
+    return N(key, "LoadImage", col, {"image": name}, min_size=(230, 280))
 
 
 def face_nodes(key: str, images, col: int, prompt: str, identity: str = "per_face") -> list[N]:
     return [
         N(f"faces_{key}", "FaceCLIPPrepareFaces", col, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": images}, min_size=(250, 280)),
+          {"face_models": ("detector", 0), "images": images}, min_size=(250, 260)),
         N(f"encode_{key}", "FaceCLIPEncode", col + 1, {"prompt": prompt, "identity": identity},
-          {"faceclip": ("faceclip", 0), "faces": (f"faces_{key}", 0)}, min_size=(320, 200)),
+          {"faceclip": ("faceclip", 0), "faces": (f"faces_{key}", 0)}, min_size=(320, 210)),
     ]
 
 
@@ -240,15 +241,15 @@ def two_people() -> list[N]:
         photo("photo_left", PHOTO, 1),
         photo("photo_right", PHOTO_2, 1),
         N("faces_left", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_left", 0)}, min_size=(250, 280)),
+          {"face_models": ("detector", 0), "images": ("photo_left", 0)}, min_size=(250, 260)),
         N("faces_right", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_right", 0)}, min_size=(250, 280)),
+          {"face_models": ("detector", 0), "images": ("photo_right", 0)}, min_size=(250, 260)),
         N("encode_left", "FaceCLIPEncode", 3, {"prompt": "A woman in a red dress, standing on the left, at a "
                                                           "summer garden party."},
-          {"faceclip": ("faceclip", 0), "faces": ("faces_left", 0)}, min_size=(320, 200)),
+          {"faceclip": ("faceclip", 0), "faces": ("faces_left", 0)}, min_size=(320, 210)),
         N("encode_right", "FaceCLIPEncode", 3, {"prompt": "A woman in a grey suit, standing on the right, at a "
                                                            "summer garden party."},
-          {"faceclip": ("faceclip", 0), "faces": ("faces_right", 0)}, min_size=(320, 200)),
+          {"faceclip": ("faceclip", 0), "faces": ("faces_right", 0)}, min_size=(320, 210)),
         N("scene", "FaceCLIPTextEncode", 3, {"text": "Two friends at a summer garden party, warm evening light, "
                                                      "photo."},
           {"faceclip": ("faceclip", 0)}, min_size=(340, 160)),
@@ -284,7 +285,7 @@ def id_embedding_nodes(method: str, name: str, prompt: str, steps: int) -> list[
           min_size=(330, 0)),
         photo("photo", PHOTO, 1),
         N("faces", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(250, 280)),
+          {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(250, 260)),
         N("train", "FaceCLIPTrainIDEmbedding", 3, {
             "method": method, "name": name, "steps": steps, "learning_rate": 0.0, "seed": 0,
             "control_after_generate": "fixed", "resolution": 1024, "batch_size": 0, "resume": False,
@@ -307,7 +308,7 @@ def id_ea() -> list[N]:
                  "steps of one sample, recipe quick: about 2 minutes on a 4090-class GPU, under 12 GB; recipe "
                  "paper: 8 samples per step, as the method's code) and saves "
                  "models/embeddings/my_identity_idea.safetensors: a standard embedding, so afterwards "
-                 "`embedding:my_identity_idea person` works in any CLIP Text Encode prompt. Here Apply ID Embedding "
+                 "**embedding:my_identity_idea person** works in any CLIP Text Encode prompt. Here Apply ID Embedding "
                  "puts it where {id} stands. The node says what the run will take before it starts, and the time "
                  "left as it runs. Press Cancel to stop: the state is saved; queue again with resume on to continue. "
                  "GPU memory: about 8.3 GiB at the defaults, up to 12.6 GiB with recipe paper (README: what a run "
@@ -380,9 +381,9 @@ def flux_basic() -> list[N]:
         *flux_model_nodes(),
         photo("photo_a", PHOTO, 1),
         N("faces_a", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
-          {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(250, 280)),
+          {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(250, 260)),
         N("encode_a", "FaceCLIPFaceT5Encode", 3, {"prompt": FLUX_PROMPT},
-          {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(320, 200)),
+          {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(320, 170)),
         *flux_sampling_nodes(("encode_a", 0), ("encode_a", 1), 4, "FaceT5_FLUX"),
     ]
 
@@ -397,9 +398,9 @@ def flux_two_people() -> list[N]:
             photo(f"photo_{side}", image, 1),
             N(f"faces_{side}", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0,
                                                            "on_no_face": "raise"},
-              {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(250, 280)),
+              {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(250, 260)),
             N(f"encode_{side}", "FaceCLIPFaceT5Encode", 3, {"prompt": prompt},
-              {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 200)),
+              {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 170)),
         ]
     return [
         note("**FLUX: two people in one image (FaceT5-FLUX).** Each person gets a FaceT5 Encode of their own, "
@@ -446,6 +447,8 @@ CREATE_GRAPH = """async (spec) => {
       if (!made[source].connect(slot, target, index)) throw new Error(`cannot link ${source} to ${n.key}.${input}`);
     }
   }
+  // Sizes with the example photos loaded: the classic canvas grows a Load Image node by its picture.
+  await new Promise((resolve) => setTimeout(resolve, 2500));
   const sizes = {};
   for (const n of spec.nodes) {
     const [w, h] = made[n.key].computeSize();
