@@ -144,13 +144,13 @@ ID_MODELS = (SDXL_BASE, MAIN_JOB_MODELS[-1])
 def model_nodes() -> list[N]:
     return [
         N("faceclip", "FaceCLIPLoader", 0, {"encoder_name": MODEL_NAME["faceclip"], "weight_dtype": "auto"},
-          min_size=(330, 0), models=[model("faceclip", MODEL_NAME["faceclip"])]),
+          min_size=(300, 0), models=[model("faceclip", MODEL_NAME["faceclip"])]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(330, 0)),
+          min_size=(300, 0)),
         N("unet", "UNETLoader", 0, {"unet_name": MODEL_NAME["diffusion_models"], "weight_dtype": "default"},
-          title="Load FaceCLIP SDXL UNet", min_size=(330, 0),
+          title="Load FaceCLIP SDXL UNet", min_size=(300, 0),
           models=[model("diffusion_models", MODEL_NAME["diffusion_models"])]),
-        N("vae", "VAELoader", 0, {"vae_name": MODEL_NAME["vae"]}, min_size=(330, 0),
+        N("vae", "VAELoader", 0, {"vae_name": MODEL_NAME["vae"]}, min_size=(300, 0),
           models=[model("vae", MODEL_NAME["vae"], SDXL_VAE_URL)]),
     ]
 
@@ -177,9 +177,9 @@ def sampling_nodes(positive, negative, col: int, prefix: str, model_link=("unet"
                                                 "latent_image": ("latent", 0)}, min_size=(300, 0)),
         N("latent", latent_type, col, {"width": size[0], "height": size[1], "batch_size": 1},
           min_size=(280, 0)),
-        N("decode", "VAEDecode", col + 1, links={"samples": ("sample", 0), "vae": vae_link}, min_size=(240, 0)),
+        N("decode", "VAEDecode", col + 1, links={"samples": ("sample", 0), "vae": vae_link}, min_size=(220, 0)),
         N("save", "SaveImage", col + 1, {"filename_prefix": prefix}, {"images": ("decode", 0)},
-          min_size=(300, 300)),
+          min_size=(280, 260)),
     ]
 
 
@@ -279,10 +279,10 @@ def likeness_check() -> list[N]:
 def id_embedding_nodes(method: str, name: str, prompt: str, steps: int) -> list[N]:
     """SDXL checkpoint + photo -> Train ID Embedding -> Apply ID Embedding -> KSampler (any SDXL checkpoint)."""
     return [
-        N("ckpt", "CheckpointLoaderSimple", 0, {"ckpt_name": "sd_xl_base_1.0.safetensors"}, min_size=(330, 0),
+        N("ckpt", "CheckpointLoaderSimple", 0, {"ckpt_name": "sd_xl_base_1.0.safetensors"}, min_size=(300, 0),
           models=[model("checkpoints", "sd_xl_base_1.0.safetensors", SDXL_BASE_URL)]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(330, 0)),
+          min_size=(300, 0)),
         photo("photo", PHOTO, 1),
         N("faces", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
           {"face_models": ("detector", 0), "images": ("photo", 0)}, min_size=(250, 260)),
@@ -342,11 +342,11 @@ FLUX_NEEDS = ("Download: 36 GB. GPU memory: DiT 23.8 GB in bf16 (fp8_e4m3fn halv
 def flux_model_nodes() -> list[N]:
     return [
         N("facet5", "FaceCLIPFaceT5Loader", 0, {"encoder_name": FLUX_MODEL["faceclip"], "weight_dtype": "auto"},
-          min_size=(330, 0), models=[model("faceclip", FLUX_MODEL["faceclip"])]),
+          min_size=(300, 0), models=[model("faceclip", FLUX_MODEL["faceclip"])]),
         N("detector", "FaceCLIPFaceDetectorLoader", 0, {"pack": "auto", "provider": "CPU", "det_size": 640},
-          min_size=(330, 0)),
+          min_size=(300, 0)),
         N("unet", "UNETLoader", 0, {"unet_name": FLUX_MODEL["diffusion_models"], "weight_dtype": "default"},
-          title="Load FaceT5 FLUX DiT", min_size=(330, 0),
+          title="Load FaceT5 FLUX DiT", min_size=(300, 0),
           models=[model("diffusion_models", FLUX_MODEL["diffusion_models"])]),
         # The output size in one place, as core's FLUX templates: two Int nodes feed both ModelSamplingFlux (its
         # schedule depends on the size) and the empty latent (flux_sampling_nodes).
@@ -355,8 +355,8 @@ def flux_model_nodes() -> list[N]:
         N("height", "PrimitiveInt", 0, {"value": FLUX_H}, title="Height",
           min_size=(220, 0)),
         N("schedule", "ModelSamplingFlux", 0, {"max_shift": 1.15, "base_shift": 0.5},
-          {"model": ("unet", 0), "width": ("width", 0), "height": ("height", 0)}, min_size=(330, 0)),
-        N("vae", "VAELoader", 0, {"vae_name": FLUX_MODEL["vae"]}, min_size=(330, 0),
+          {"model": ("unet", 0), "width": ("width", 0), "height": ("height", 0)}, min_size=(300, 0)),
+        N("vae", "VAELoader", 0, {"vae_name": FLUX_MODEL["vae"]}, min_size=(300, 0),
           models=[model("vae", FLUX_MODEL["vae"], FLUX_VAE_URL)]),
     ]
 
@@ -403,9 +403,8 @@ def flux_two_people() -> list[N]:
               {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 170)),
         ]
     return [
-        note("**FLUX: two people in one image (FaceT5-FLUX).** Each person gets a FaceT5 Encode of their own, "
-             "limited to one half of the picture by core Conditioning (Set Mask); each prompt describes the scene "
-             "and that person. Load one photo of each person (both examples show the same one). Size: Width and "
+        note("**FLUX: two people in one image (FaceT5-FLUX).** One FaceT5 Encode per person (a prompt for the "
+             "scene and that person), each limited to one half by core Conditioning (Set Mask). Size: Width and "
              "Height. " + FLUX_NEEDS, FLUX_MAIN_JOB_MODELS, FLUX_GET_ALL),
         *flux_model_nodes(),
         *people,
@@ -503,13 +502,11 @@ def _stack(column: Column, height: int, title: int) -> list[Column] | None:
 
 
 def _row(columns: list[Column], height: int, title: int) -> tuple[int, list[Column]] | None:
-    """The width of these columns laid side by side in a row ``height`` tall, and their blocks."""
-    blocks = []
-    for column in columns:
-        stacked = _stack(column, height, title)
-        if stacked is None:
-            return None
-        blocks += stacked
+    """The width of these columns laid out in a row ``height`` tall, and their blocks (stacks of nodes)."""
+    # One sequence in reading order: a stack may hold the end of one column and the start of the next.
+    blocks = _stack([node for column in columns for node in column], height, title)
+    if blocks is None:
+        return None
     return sum(max(w for _, w, _ in b) for b in blocks) + GAP_X * (len(blocks) - 1), blocks
 
 
@@ -522,10 +519,10 @@ def _row_splits(count: int, rows: int):
 
 
 def layout_rows(nodes: list[N], sizes: dict[str, tuple[int, int]], title: int) -> Placed:
-    """Columns (N.col; a note is a column of its own) in reading order, cut into at most MAX_ROWS rows, each column
-    stacked in as many blocks as its row's height needs: the arrangement fitView shows at the largest zoom in
-    FIT_WINDOW (fewer rows when two tie). Works for any node sizes, so a node that grows or shrinks (a changed widget
-    list) still lays out without overlaps."""
+    """Columns (N.col; a note is a column of its own) in reading order, cut into at most MAX_ROWS rows; in a row, the
+    nodes in reading order stacked top to bottom as high as the row, then the next stack: the arrangement fitView
+    shows at the largest zoom in FIT_WINDOW (fewer rows when two tie). Works for any node sizes, so a node that
+    grows or shrinks (a changed widget list) still lays out without overlaps."""
     keyed = [(n.key, -1 if n.type in NOTE_TYPES else n.col) for n in nodes]
     columns = [[(k, *sizes[k]) for k, c in keyed if c == col] for col in sorted({c for _, c in keyed})]
     tallest = max(title + h for _, h in sizes.values())

@@ -63,12 +63,3 @@ def test_a_training_node_of_any_height_still_lays_out(height):
     assert overlapping(boxes(placed, sizes)) == []
     if height <= 724:
         assert placed.fit_scale() >= 0.6, (placed.width, placed.height)
-
-
-def test_the_layout_uses_rows_where_one_row_would_be_unreadable(monkeypatch):
-    """All columns in one row, as the workflows had them (2520 px and wider), fit the window at under 60 %."""
-    nodes = build.BUILDERS["two_people"]()
-    sizes = sizes_for(nodes)
-    assert build.layout_rows(nodes, sizes, TITLE).fit_scale() >= 0.6
-    monkeypatch.setattr(build, "MAX_ROWS", 1)
-    assert build.layout_rows(nodes, sizes, TITLE).fit_scale() < 0.6
