@@ -383,7 +383,7 @@ def flux_basic() -> list[N]:
         N("faces_a", "FaceCLIPPrepareFaces", 2, {"selection": "largest", "index": 0, "on_no_face": "raise"},
           {"face_models": ("detector", 0), "images": ("photo_a", 0)}, min_size=(250, 260)),
         N("encode_a", "FaceCLIPFaceT5Encode", 3, {"prompt": FLUX_PROMPT},
-          {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(320, 170)),
+          {"facet5": ("facet5", 0), "faces": ("faces_a", 0)}, min_size=(320, 220)),
         *flux_sampling_nodes(("encode_a", 0), ("encode_a", 1), 4, "FaceT5_FLUX"),
     ]
 
@@ -400,7 +400,7 @@ def flux_two_people() -> list[N]:
                                                            "on_no_face": "raise"},
               {"face_models": ("detector", 0), "images": (f"photo_{side}", 0)}, min_size=(250, 260)),
             N(f"encode_{side}", "FaceCLIPFaceT5Encode", 3, {"prompt": prompt},
-              {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 170)),
+              {"facet5": ("facet5", 0), "faces": (f"faces_{side}", 0)}, min_size=(320, 220)),
         ]
     return [
         note("**FLUX: two people in one image (FaceT5-FLUX).** One FaceT5 Encode per person (a prompt for the "
