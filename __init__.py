@@ -16,6 +16,7 @@ from .nodes import NODES, register_model_folders
 from .nodes.folders import provide_example_photos
 from .nodes.help_pages import serve_help_pages
 from .nodes.migrations import register_prompt_migrations
+from .nodes.template_cards import serve_template_cards
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class FaceCLIPExtension(ComfyExtension):
         provide_example_photos()
         serve_help_pages()
         register_prompt_migrations()
+        serve_template_cards()
         conflict = onnxruntime_conflict()
         if conflict:
             logger.warning("FaceCLIP: %s", conflict)

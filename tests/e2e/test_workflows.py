@@ -1,6 +1,7 @@
 """Every shipped workflow, converted from the UI format to the API format and run end to end on CPU."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -43,10 +44,11 @@ def make_small(prompt: dict, photos: list[str]) -> None:
         prompt[node_id]["inputs"]["image"] = photos[i % len(photos)]
     for node_id in find_nodes(prompt, "KSampler"):
         prompt[node_id]["inputs"]["steps"] = 2
-    for node_id in find_nodes(prompt, "EmptyLatentImage") + find_nodes(prompt, "EmptySD3LatentImage"):
+    for node_id in find_nodes(prompt, "EmptyLatentImage"):
         prompt[node_id]["inputs"].update(width=64, height=64)
-    for node_id in find_nodes(prompt, "ModelSamplingFlux"):
-        prompt[node_id]["inputs"].update(width=64, height=64)
+    for node_id in find_nodes(prompt, "PrimitiveInt"):  # FLUX: the one place the size is set (Width, Height)
+        if prompt[node_id]["_meta"]["title"] in ("Width", "Height"):
+            prompt[node_id]["inputs"]["value"] = 64
     for node_id in find_nodes(prompt, "CheckpointLoaderSimple"):  # no full SDXL checkpoint here: tiny parts
         prompt[node_id] = {"class_type": "FaceCLIPTest_SDXLParts", "inputs": {}}
     for node_id in find_nodes(prompt, "FaceCLIPTrainIDEmbedding"):
@@ -81,9 +83,17 @@ def test_workflow_runs_end_to_end(client, path, photo_names):
         else:
             assert entry["shape"][1:] == [77, 2048] and entry["extras"]["pooled_output"][1:] == [1280], entry
         assert entry["finite"]
+    if flux:  # the size set once reaches both the schedule and the latent
+        (schedule,) = find_nodes(prompt, "ModelSamplingFlux")
+        (latent,) = find_nodes(prompt, "EmptySD3LatentImage")
+        for name in ("width", "height"):
+            source = prompt[schedule]["inputs"][name]
+            assert source == prompt[latent]["inputs"][name] and prompt[source[0]]["inputs"]["value"] == 64
     (save,) = find_nodes(prompt, "SaveImage")
     image = result.images(save)[0]
-    assert client.view(image)[:8] == b"\x89PNG\r\n\x1a\n"
+    png = client.view(image)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(io.BytesIO(png)).size == (64, 64)  # the size the graph was given
     for node_id in find_nodes(prompt, "PreviewAny"):  # the likeness score, shown on the graph as text
         (text,) = result.outputs[node_id]["text"]
         assert 0.0 <= float(text) <= 1.0, text

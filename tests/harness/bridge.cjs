@@ -3,7 +3,8 @@
 // stdin: one JSON request per line, {id, op, ...}; stdout: one JSON reply per line, {id, ok, value | error}.
 // Ops: goto {url}, eval {js, arg} (js is a function's source, called with arg and awaited), wait {js, arg,
 // timeout_ms}, click {selector, timeout_ms}, press {key} (a key or chord on the keyboard, e.g. "Control+z"),
-// screenshot {path}, events {} (console errors, page errors and failed requests since the last call), close {}.
+// screenshot {path}, viewport {width, height} (the window's size), events {} (console errors and warnings, page
+// errors and failed requests since the last call), close {}.
 "use strict";
 const readline = require("readline");
 const { chromium } = require("playwright-core");
@@ -22,7 +23,10 @@ async function main() {
   page.setDefaultTimeout(TIMEOUT);
   let events = [];
   page.on("pageerror", (e) => events.push({ kind: "pageerror", text: String(e) }));
-  page.on("console", (m) => { if (m.type() === "error") events.push({ kind: "console", text: m.text() }); });
+  page.on("console", (m) => {
+    if (m.type() === "error") events.push({ kind: "console", text: m.text() });
+    if (m.type() === "warning") events.push({ kind: "warning", text: m.text() });
+  });
   page.on("requestfailed", (r) => events.push({ kind: "requestfailed", text: r.url() }));
   page.on("response", (r) => { if (r.status() >= 400) events.push({ kind: "http", text: `${r.status()} ${r.url()}` }); });
 
@@ -38,6 +42,7 @@ async function main() {
     click: async (r) => { await page.click(r.selector, { timeout: r.timeout_ms ?? TIMEOUT }); return true; },
     press: async (r) => { await page.keyboard.press(r.key); return true; },
     screenshot: async (r) => { await page.screenshot({ path: r.path }); return r.path; },
+    viewport: async (r) => { await page.setViewportSize({ width: r.width, height: r.height }); return true; },
     events: async () => { const out = events; events = []; return out; },
     close: async () => { await context.close(); return true; },
   };

@@ -19,6 +19,9 @@ UNKNOWN_NODE_WORKFLOW = {
                "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": []}],
 }
 
+EMPTY_WORKFLOW = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {},
+                  "extra": {}, "version": 0.4}
+
 # Fast settings for the tiny random models: 2 steps at 64x64 (the shipped values are the official 50 at 864x1152),
 # and a photo with marker faces, which the stand-in detector finds (it finds none in the shipped example photo).
 SHRINK = """(photo) => {
@@ -51,18 +54,30 @@ def _workflow_id(path: Path) -> str:
 
 
 # Every node's box on the screen after a workflow opened: the DOM element with Nodes 2.0, else the canvas node
-# (title bar included, and at least the size its widgets need, which is what the canvas draws). Plus whether the
-# canvas draws text at the saved zoom (below a threshold it draws blank boxes).
+# (title bar included, and at least the size its widgets need, which is what the canvas draws). Plus whether text is
+# drawn: the classic canvas draws none below its low-quality zoom (blank boxes); with Nodes 2.0, each node's title
+# element on the screen and its height in screen pixels.
 LAYOUT = """async () => {
   const app = %(app)s;
   await new Promise((resolve) => setTimeout(resolve, 1500)); // photos load, Vue nodes settle
   const canvas = app.canvas;
+  canvas.draw(true, true); // low_quality is decided as a frame is drawn
   const nodes2 = app.extensionManager.setting.get("Comfy.VueNodes.Enabled");
   const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+  const titleOnScreen = (element, text) => {
+    const found = [...element.querySelectorAll("*")]
+      .find((e) => e.children.length === 0 && e.textContent.trim() === text);
+    if (!found) return null;
+    const r = found.getBoundingClientRect();
+    const visible = r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth;
+    return visible ? Math.round(r.height * 10) / 10 : 0;
+  };
   const boxes = app.rootGraph.nodes.map((n) => {
     if (nodes2) {
-      const r = document.querySelector(`[data-node-id="${n.id}"]`)?.getBoundingClientRect();
-      return { id: n.id, type: n.type, box: r ? [r.left, r.top, r.width, r.height] : null };
+      const element = document.querySelector(`[data-node-id="${n.id}"]`);
+      const r = element?.getBoundingClientRect();
+      return { id: n.id, type: n.type, box: r ? [r.left, r.top, r.width, r.height] : null,
+               titleHeight: element && n.type !== "MarkdownNote" ? titleOnScreen(element, n.title) : null };
     }
     const [w, h] = n.computeSize();
     const [x, y] = n.pos;
@@ -71,8 +86,56 @@ LAYOUT = """async () => {
     return { id: n.id, type: n.type,
              box: [sx, sy, Math.max(n.size[0], w) * scale, (Math.max(n.size[1], h) + title) * scale] };
   });
-  return { boxes, scale: canvas.ds.scale, lowQuality: !!canvas.low_quality };
+  return { boxes, scale: canvas.ds.scale, lowQuality: !!canvas.low_quality, nodes2,
+           window: [innerWidth, innerHeight] };
 }""" % {"app": APP}
+
+# The templates browser, as a user opens a template with it (1.47.12 and 1.58.1 alike): the Templates dialog
+# (command Comfy.BrowseTemplates), this pack's entry under Extensions, then the workflow's card. The card calls
+# useTemplateWorkflows().loadWorkflowTemplate(name, module): fetch /api/workflow_templates/<module>/<name>.json (1.58.1
+# also validates it against its workflow schema) and app.loadGraphData(json, true, true, name, {openSource:
+# "template"}), which fits the graph to the window (fitView) whatever zoom the file was saved with.
+OPEN_TEMPLATES = """async () => {
+  const app = %(app)s;
+  const probe = "faceclip.test.MissingNodesProbe";
+  if (!app.extensions.some((e) => e.name === probe)) {
+    app.registerExtension({ name: probe, afterConfigureGraph(missing) {
+      window.__faceclipMissing = (missing ?? []).map((m) => (typeof m === "string" ? m : m.type));
+    } });
+  }
+  window.__faceclipMissing = null;
+  const listing = await (await fetch("/api/workflow_templates")).json();
+  await app.extensionManager.command.execute("Comfy.BrowseTemplates");
+  return Object.keys(listing).find((module) => listing[module].some((n) => /^1 - /.test(n)));
+}""" % {"app": APP}
+
+TEMPLATE_OPENED = """(name) => {
+  const app = %(app)s;
+  const dialogOpen = !!document.querySelector('[data-testid="template-workflows-content"]');
+  const active = app.extensionManager.workflow.activeWorkflow;
+  if (dialogOpen || window.__faceclipMissing === null || !active?.filename?.startsWith(name)) return null;
+  const overlay = document.querySelector('[data-testid="error-overlay"]');
+  return { missing: window.__faceclipMissing, overlay: overlay ? overlay.innerText : null,
+           loaded: app.rootGraph.nodes.map((n) => n.type), workflow: active.filename };
+}""" % {"app": APP}
+
+# The window the layouts are made for (tools/build_workflows.py FIT_WINDOW) and the zoom text needs.
+TEMPLATE_WINDOW = (1600, 1000)
+READABLE_ZOOM = 0.6
+DEFAULT_WINDOW = (1400, 900)  # bridge.cjs's
+
+
+def open_from_template_browser(browser, name: str) -> dict:
+    """Open the shipped workflow ``name`` the way the templates browser does, by clicking through it."""
+    module = browser.eval(OPEN_TEMPLATES)
+    assert module, "the server lists no templates of this pack"
+    browser.click(f'[role="button"]:has-text("{module}")')
+    browser.click(f'[data-testid="template-workflow-{name}"]')
+    return browser.wait_for(TEMPLATE_OPENED, name, timeout=60, what=f"template {name} to open")
+
+
+def console_problems(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["kind"] in ("console", "warning", "pageerror")]
 
 
 def overlaps(boxes: list[dict]) -> list[str]:
@@ -87,21 +150,47 @@ def overlaps(boxes: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("path", SHIPPED or [WORKFLOWS / "<none>.json"], ids=_workflow_id)
-def test_shipped_workflow_opens_with_no_error_no_overlap_and_readable_text(browser, path):
-    """What a new user sees on opening a template: no missing node, model or photo (no error at all), nodes side by
-    side rather than on top of each other, and text drawn at the zoom the workflow opens with."""
+def test_template_opens_from_the_templates_browser_readable_with_no_error(browser, path):
+    """What a new user sees on opening a template from the templates browser in a 1600x1000 window: no missing node,
+    model or photo, no console error or warning (1.58.1 validates the file against its schema), nodes side by side
+    rather than on top of each other, and text drawn at the zoom the browser fits the graph to."""
     assert path.is_file(), f"no workflows/*.json in {WORKFLOWS}"
     workflow = json.loads(path.read_text())
-    report = load_workflow(browser, workflow)
-    layout = browser.eval(LAYOUT)
-    browser.screenshot(f"workflow-{path.stem}")
+    browser.call("viewport", width=TEMPLATE_WINDOW[0], height=TEMPLATE_WINDOW[1])
+    try:
+        load_workflow(browser, EMPTY_WORKFLOW)  # no notice left over from the workflow open before
+        browser.events()  # only what opening the template logs
+        report = open_from_template_browser(browser, path.stem)
+        layout = browser.eval(LAYOUT)
+        browser.screenshot(f"template-{path.stem}")
+        events = browser.events()
+    finally:
+        browser.call("viewport", width=DEFAULT_WINDOW[0], height=DEFAULT_WINDOW[1])
     assert report["missing"] == [], report
-    assert report["unregistered"] == [], report
     assert report["overlay"] is None, report  # neither "missing node" nor "media input missing" nor any other
     assert len(report["loaded"]) == len(workflow["nodes"]), report
+    assert console_problems(events) == [], events
+    assert layout["window"] == list(TEMPLATE_WINDOW), layout
     assert all(b["box"] for b in layout["boxes"]), layout  # every node is drawn
     assert overlaps(layout["boxes"]) == []
-    assert layout["scale"] >= 0.75 and not layout["lowQuality"], layout
+    assert layout["scale"] >= READABLE_ZOOM, f"opens at {layout['scale']:.0%} zoom"
+    if layout["nodes2"]:  # every node's title on the screen, at least 9 px tall
+        small = {b["type"]: b["titleHeight"] for b in layout["boxes"]
+                 if b["titleHeight"] is not None and b["titleHeight"] < 9}
+        assert small == {}, small
+    else:
+        assert not layout["lowQuality"], layout  # the canvas draws text, not grey boxes
+
+
+def test_a_workflow_dragged_in_opens_at_its_saved_readable_zoom(browser):
+    """Dropped onto the canvas (app.loadGraphData without the template flag), a workflow opens at the view it was
+    saved with: the same fitted, readable zoom."""
+    workflow = json.loads(BY_KEY["basic"].path.read_text())
+    report = load_workflow(browser, workflow)
+    layout = browser.eval(LAYOUT)
+    assert report["missing"] == [] and report["overlay"] is None, report
+    assert layout["scale"] == pytest.approx(workflow["extra"]["ds"]["scale"]) and layout["scale"] >= READABLE_ZOOM
+    assert not layout["lowQuality"], layout
 
 
 def test_the_overlap_check_sees_overlapping_nodes(browser):
