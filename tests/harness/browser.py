@@ -160,19 +160,23 @@ APP_READY = """() => {
     && document.querySelector("canvas"));
 }""" % {"app": APP}
 
-# Load a UI-format workflow through the frontend's own loader and report what it thought was missing:
-# the missing node types the loader hands to extensions (afterConfigureGraph), types without a registered
-# node class, and the text of the error overlay the frontend shows for missing nodes, models or media.
-LOAD_WORKFLOW = """async (workflow) => {
-  const app = %(app)s;
-  const probe = "faceclip.test.MissingNodesProbe";
+# Records in window.__faceclipMissing the missing node types the frontend's loader hands to extensions
+# (afterConfigureGraph) on the next graph it opens: a statement inside a function where `app` is the ComfyApp.
+MISSING_NODES_PROBE = """  const probe = "faceclip.test.MissingNodesProbe";
   if (!app.extensions.some((e) => e.name === probe)) {
     app.registerExtension({ name: probe, afterConfigureGraph(missing) {
       window.__faceclipMissing = (missing ?? []).map((m) => (typeof m === "string" ? m : m.type));
     } });
   }
   window.__faceclipMissing = null;
-  await app.loadGraphData(workflow);
+"""
+
+# Load a UI-format workflow through the frontend's own loader and report what it thought was missing:
+# the missing node types (MISSING_NODES_PROBE), types without a registered
+# node class, and the text of the error overlay the frontend shows for missing nodes, models or media.
+LOAD_WORKFLOW = """async (workflow) => {
+  const app = %(app)s;
+%(probe)s  await app.loadGraphData(workflow);
   await new Promise((resolve) => setTimeout(resolve, 600)); // the overlay fades in
   const nodes = [...(workflow.nodes ?? []), ...(workflow.definitions?.subgraphs ?? []).flatMap((g) => g.nodes ?? [])];
   const registered = window.LiteGraph.registered_node_types;
@@ -183,7 +187,7 @@ LOAD_WORKFLOW = """async (workflow) => {
     overlay: overlay ? overlay.innerText : null,
     loaded: app.rootGraph.nodes.map((n) => n.type),
   };
-}""" % {"app": APP}
+}""" % {"app": APP, "probe": MISSING_NODES_PROBE}
 
 
 def load_workflow(browser: Browser, workflow: dict) -> dict:
@@ -207,3 +211,10 @@ def boot(page: Browser) -> dict:
     page.wait_for(APP_READY, timeout=90, what="the frontend to boot")
     return page.eval("() => ({ version: window.__COMFYUI_FRONTEND_VERSION__, nodes2: %s.extensionManager"
                      ".setting.get('Comfy.VueNodes.Enabled') })" % APP)
+
+
+# The text a node shows under its widgets (ComfyUI's progress text, drawn by the frontend's text-preview widget).
+NODE_TEXT = """(id) => {
+  const node = %(app)s.rootGraph.getNodeById(id);
+  return node?.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null;
+}""" % {"app": APP}

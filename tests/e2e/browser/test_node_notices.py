@@ -4,6 +4,7 @@ FaceCLIP's 77 tokens is still readable on FaceCLIP Text Encode once the run has 
 from __future__ import annotations
 
 from tests.e2e.browser.conftest import APP
+from tests.harness.browser import NODE_TEXT
 from tests.harness.server_env import TINY_FACECLIP
 
 LONG_TEXT = "A woman in a red coat, " + ", ".join(f"detail {i}" for i in range(40))  # about 120 CLIP tokens
@@ -33,11 +34,6 @@ CUT_GRAPH = """([encoder, text]) => {
   api.addEventListener("execution_success", ended);
   app.canvas.setDirty(true, true);
   return encode.id;
-}""" % {"app": APP}
-
-NODE_TEXT = """(id) => {
-  const node = %(app)s.rootGraph.getNodeById(id);
-  return node?.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null;
 }""" % {"app": APP}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.e2e.browser.conftest import APP, PICKER_PHOTO, load_workflow
+from tests.harness.browser import NODE_TEXT
 
 RELEASE = REPO / "tests" / "fixtures" / "release_0.1.0"
 SEFI_ONLY = {"method.stages", "method.kv_split", "method.attention_weight", "method.attention_tokens",
@@ -174,11 +175,6 @@ TRAIN_GRAPH = """async ([image, name]) => {
   faces.connect(0, train, train.findInputSlot("faces"));
   app.canvas.setDirty(true, true);
   return train.id;
-}""" % {"app": APP}
-
-NODE_TEXT = """(id) => {
-  const node = %(app)s.rootGraph.getNodeById(id);
-  return node?.widgets?.find((w) => w.name === "$$node-text-preview")?.value ?? null;
 }""" % {"app": APP}
 
 AFTER_STEP_1 = """(id) => {

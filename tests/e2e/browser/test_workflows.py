@@ -9,6 +9,7 @@ import pytest
 
 from faceclip_headless.shipped_workflows import BY_KEY
 from tests.e2e.browser.conftest import APP, PICKER_PHOTO, WORKFLOWS, load_workflow
+from tests.harness.browser import MISSING_NODES_PROBE
 
 SHIPPED = sorted(WORKFLOWS.glob("*.json"))
 
@@ -97,17 +98,10 @@ LAYOUT = """async () => {
 # "template"}), which fits the graph to the window (fitView) whatever zoom the file was saved with.
 OPEN_TEMPLATES = """async () => {
   const app = %(app)s;
-  const probe = "faceclip.test.MissingNodesProbe";
-  if (!app.extensions.some((e) => e.name === probe)) {
-    app.registerExtension({ name: probe, afterConfigureGraph(missing) {
-      window.__faceclipMissing = (missing ?? []).map((m) => (typeof m === "string" ? m : m.type));
-    } });
-  }
-  window.__faceclipMissing = null;
-  const listing = await (await fetch("/api/workflow_templates")).json();
+%(probe)s  const listing = await (await fetch("/api/workflow_templates")).json();
   await app.extensionManager.command.execute("Comfy.BrowseTemplates");
   return Object.keys(listing).find((module) => listing[module].some((n) => /^1 - /.test(n)));
-}""" % {"app": APP}
+}""" % {"app": APP, "probe": MISSING_NODES_PROBE}
 
 TEMPLATE_OPENED = """(name) => {
   const app = %(app)s;
