@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .help_pages import PACK_DIR
-
 logger = logging.getLogger(__name__)
 
+# absolute(), not resolve(): the folder ComfyUI loaded the pack from, even when it is a link to a checkout (the
+# module stands alone, without the pack's package, so tests can load it outside ComfyUI)
+PACK_DIR = Path(__file__).absolute().parents[1]
 WORKFLOWS = PACK_DIR / "workflows"
 CARD_SUFFIX = ".jpg"
 
